@@ -1,0 +1,3 @@
+from simbridge.cli import main
+
+raise SystemExit(main())

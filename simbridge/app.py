@@ -1,0 +1,79 @@
+"""The app factory: `create_app(settings)` builds a SimBridge server and connects nothing yet;
+databases and sockets open in the start-up listeners."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from importlib import import_module
+
+from sanic import Sanic
+
+from simbridge import __version__
+from simbridge.config import Settings, load_settings, validate
+from simbridge.web.context import AppContext, SimBridgeApp
+from simbridge.web.errors import register_error_handlers
+from simbridge.web.lifecycle import setup_lifecycle
+
+DEFAULT_BLUEPRINTS = (
+    "blueprints.auth",
+    "blueprints.devices",
+    "blueprints.pairing",
+    "blueprints.commands",
+    "blueprints.history",
+    "blueprints.websockets",
+)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    blueprints: Sequence[str] = DEFAULT_BLUEPRINTS,
+    name: str = "simbridge",
+) -> SimBridgeApp:
+    """Build the app; `settings` default to the environment, validated here."""
+    settings = validate(settings or load_settings())
+    logging.getLogger("simbridge").setLevel(settings.log_level.upper())
+    app: SimBridgeApp = Sanic(name, ctx=AppContext(settings=settings))
+    _configure_server(app, settings)
+    _describe_api(app)
+    register_error_handlers(app)
+    for module_name in blueprints:
+        app.blueprint(import_module(module_name).bp)
+    setup_lifecycle(app)  # after the blueprints: its stop listener must run before Sanic's
+    return app
+
+
+def _configure_server(app: Sanic, settings: Settings) -> None:
+    app.config.update(
+        {
+            "FALLBACK_ERROR_FORMAT": "json",
+            "ACCESS_LOG": False,  # Sanic's would log `?token=`; see `settings.access_log`
+            "REQUEST_MAX_SIZE": settings.max_body_bytes,
+            "WEBSOCKET_MAX_SIZE": settings.max_message_bytes,
+            "WEBSOCKET_PING_INTERVAL": settings.ws_ping_interval,
+            "WEBSOCKET_PING_TIMEOUT": settings.ws_ping_timeout,
+            "GRACEFUL_SHUTDOWN_TIMEOUT": settings.graceful_shutdown_seconds,
+        }
+    )
+
+
+def _describe_api(app: Sanic) -> None:
+    app.extend(
+        config={
+            "oas_ui_default": "swagger",
+            "oas_url_prefix": "/docs",
+            "oas_uri_to_json": "/openapi.json",
+            "health": False,
+        }
+    )
+    app.ext.openapi.describe(
+        "SimBridge",
+        version=__version__,
+        description=(
+            "Relay between a host phone (holds the SIM cards) and its paired clients. "
+            "The WebSocket protocol (`/ws/host/{id}`, `/ws/client/{id}`) is described in the "
+            "README."
+        ),
+    )
+    app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")

@@ -1,0 +1,216 @@
+"""Settings: read once from the environment (and `.env`), validated once, then frozen.
+
+The contract's own names (`JWT_SECRET`, `DB_PATH`, `DATABASE_URL`, `HOST`, `PORT`) are kept;
+every further knob is named `SIMBRIDGE_*`. Tests build `Settings(...)` directly instead of
+touching the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from simbridge.clock import Clock, utc_now
+
+log = logging.getLogger("simbridge.config")
+
+MIN_SECRET_LENGTH = 32
+SECRET_HOWTO = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+BROKERS = ("memory",)
+
+
+class ConfigError(Exception):
+    """The settings cannot start a server; the message lists every problem found."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server can be told. Field names are the env names without prefix."""
+
+    jwt_secret: str = ""
+    db_path: str = "simbridge.db"
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8100
+    secret_file: str = ""
+    token_ttl_seconds: int = 30 * 24 * 3600
+    bcrypt_rounds: int = 12
+    pairing_code_ttl_seconds: int = 600
+    max_body_bytes: int = 64 * 1024
+    max_message_bytes: int = 64 * 1024
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    send_timeout_seconds: float = 5.0
+    request_correlation_seconds: int = 600
+    log_batch_size: int = 500
+    log_flush_seconds: float = 0.05
+    log_queue_size: int = 10_000
+    graceful_shutdown_seconds: float = 8.0
+    broker: str = "memory"
+    workers: int = 1
+    access_log: bool = False
+    log_level: str = "INFO"
+    clock: Clock = field(default=utc_now, compare=False, repr=False)
+
+    @property
+    def db_url(self) -> str:
+        """The Tortoise URL: `DATABASE_URL` if given, else the SQLite file `DB_PATH`."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{self.db_path}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    def problems(self) -> list[str]:
+        """Every reason these settings cannot run a server, as sentences a person can act on."""
+        found = []
+        if len(self.jwt_secret) < MIN_SECRET_LENGTH:
+            found.append(
+                f"JWT_SECRET is {len(self.jwt_secret)} characters long; it must be at least "
+                f"{MIN_SECRET_LENGTH}. Unset it to have one generated, or {SECRET_HOWTO}"
+            )
+        if not 1 <= self.port <= 65535:
+            found.append(f"PORT must be between 1 and 65535, not {self.port}")
+        if self.broker not in BROKERS:
+            found.append(
+                f"SIMBRIDGE_BROKER must be one of {', '.join(BROKERS)}, not {self.broker!r}"
+            )
+        if self.broker == "memory" and self.workers > 1:
+            found.append(
+                "SIMBRIDGE_WORKERS is "
+                f"{self.workers}, but the in-process broker routes only within one process: "
+                "a host and its client on different workers would never see each other. "
+                "Run one worker per instance."
+            )
+        if not 4 <= self.bcrypt_rounds <= 16:
+            found.append("SIMBRIDGE_BCRYPT_ROUNDS must be between 4 and 16 (12 recommended)")
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                found.append(f"SIMBRIDGE_{name.upper()} must be greater than 0")
+        if self.database_url and not self.database_url.startswith(_URL_SCHEMES):
+            found.append("DATABASE_URL must start with sqlite://, postgres:// or postgresql://")
+        return found
+
+
+_POSITIVE = (
+    "token_ttl_seconds",
+    "pairing_code_ttl_seconds",
+    "max_body_bytes",
+    "max_message_bytes",
+    "ws_ping_interval",
+    "ws_ping_timeout",
+    "send_timeout_seconds",
+    "request_correlation_seconds",
+    "log_batch_size",
+    "log_flush_seconds",
+    "log_queue_size",
+    "graceful_shutdown_seconds",
+    "workers",
+)
+_URL_SCHEMES = ("sqlite://", "postgres://", "postgresql://", "psycopg://", "asyncpg://")
+_UNPREFIXED = ("jwt_secret", "db_path", "database_url", "host", "port")
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a field: contract names bare, the rest prefixed."""
+    if field_name in _UNPREFIXED:
+        return field_name.upper()
+    return f"SIMBRIDGE_{field_name.upper()}"
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, not {raw!r}")
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "str": str,
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str = ".env") -> Settings:
+    """Read settings from `environ` (default: the process environment) over `env_file`.
+
+    Raises `ConfigError` naming every bad value; a missing `JWT_SECRET` is filled from the
+    secret file (see `ensure_jwt_secret`).
+    """
+    merged: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    for name, spec in Settings.__dataclass_fields__.items():
+        raw = merged.get(env_name(name))
+        if name == "clock" or raw is None:
+            continue
+        try:
+            values[name] = _PARSERS[str(spec.type)](raw)
+        except ValueError as exc:
+            errors.append(f"{env_name(name)}: {exc}")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return ensure_jwt_secret(Settings(**values))
+
+
+def secret_file_path(settings: Settings) -> Path:
+    """Where a generated JWT secret lives: `SIMBRIDGE_SECRET_FILE`, else beside the database."""
+    if settings.secret_file:
+        return Path(settings.secret_file)
+    if settings.database_url and not settings.is_sqlite:
+        return Path("simbridge.jwt-secret")
+    db = Path(settings.db_url.removeprefix("sqlite://"))
+    return db.with_name(db.stem + ".jwt-secret")
+
+
+def ensure_jwt_secret(settings: Settings) -> Settings:
+    """Return settings with a JWT secret: the configured one, or one kept in the secret file.
+
+    The file is created once with mode 0600 so tokens survive restarts; creating it logs a
+    warning, because a secret that lives on the same disk as the database is a convenience,
+    not a policy.
+    """
+    if settings.jwt_secret:
+        return settings
+    path = secret_file_path(settings)
+    if path.is_file():
+        return replace(settings, jwt_secret=path.read_text().strip())
+    secret = secrets.token_urlsafe(48)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it a moment ago
+        return replace(settings, jwt_secret=path.read_text().strip())
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
+    log.warning(
+        "JWT_SECRET is not set: generated one and kept it in %s (mode 0600). "
+        "Set JWT_SECRET to manage it yourself.",
+        path,
+    )
+    return replace(settings, jwt_secret=secret)
+
+
+def validate(settings: Settings) -> Settings:
+    """Raise `ConfigError` unless the settings can run a server."""
+    found = settings.problems()
+    if found:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(found))
+    return settings

@@ -1,0 +1,60 @@
+"""Database wiring: the Tortoise configuration, SQLite tuning and applying migrations.
+
+`TORTOISE_ORM` is the one module-level configuration, because aerich's CLI imports it by name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aerich import Command
+
+from simbridge.config import Settings
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+MODEL_MODULES = ["simbridge.models", "aerich.models"]
+# WAL is Tortoise's default on SQLite; NORMAL syncs at checkpoints instead of every commit.
+SQLITE_PRAGMAS = {"journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": "5000"}
+
+
+def database_url(settings: Settings) -> str:
+    """The Tortoise URL, with SQLite pragmas added as query parameters (Tortoise applies them)."""
+    url = settings.db_url
+    if settings.is_sqlite and "?" not in url:
+        url = f"{url}?{urlencode(SQLITE_PRAGMAS)}"
+    if url.startswith("postgresql://"):
+        url = "postgres://" + url.removeprefix("postgresql://")
+    return url
+
+
+def tortoise_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "connections": {"default": database_url(settings)},
+        "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+TORTOISE_ORM = tortoise_config(
+    Settings(
+        db_path=os.environ.get("DB_PATH", Settings.db_path),
+        database_url=os.environ.get("DATABASE_URL", ""),
+    )
+)
+
+
+async def apply_migrations(settings: Settings) -> list[str]:
+    """Apply every pending migration; returns the names of those applied.
+
+    Creates the SQLite file (and its folder) on first use, so a fresh `DB_PATH` just works.
+    """
+    if settings.is_sqlite:
+        Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
+    command = Command(tortoise_config(settings), app="models", location=MIGRATIONS_DIR)
+    async with command:
+        await command.init()
+        return await command.upgrade(run_in_transaction=True)

@@ -1,0 +1,109 @@
+"""The stored data: users, their devices, pairing codes, pairings and the log of relayed messages.
+
+Online status is not stored: it is whatever the live broker says (see `simbridge.hub`), so a
+crash or restart can never leave a device marked online without a socket.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class DeviceType(StrEnum):
+    HOST = "host"
+    CLIENT = "client"
+
+
+class User(Model):
+    id = fields.IntField(primary_key=True)
+    username = fields.CharField(max_length=32, unique=True)
+    password_hash = fields.CharField(max_length=128)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    devices: fields.ReverseRelation[Device]
+
+    class Meta:
+        table = "users"
+
+
+class Device(Model):
+    id = fields.IntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="devices", on_delete=fields.CASCADE
+    )
+    name = fields.CharField(max_length=64)
+    device_type = fields.CharEnumField(DeviceType, max_length=6)
+    device_token = fields.CharField(max_length=128, null=True)
+    last_seen = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    user_id: int
+
+    class Meta:
+        table = "devices"
+        indexes = (("user_id", "id"),)
+
+
+class PairingCode(Model):
+    id = fields.IntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="pairing_codes", on_delete=fields.CASCADE
+    )
+    host_device: fields.ForeignKeyRelation[Device] = fields.ForeignKeyField(
+        "models.Device", related_name="pairing_codes", on_delete=fields.CASCADE
+    )
+    code = fields.CharField(max_length=6)
+    expires_at = fields.DatetimeField()
+    used = fields.BooleanField(default=False)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    user_id: int
+    host_device_id: int
+
+    class Meta:
+        table = "pairing_codes"
+        indexes = (("user_id", "code"), ("code", "expires_at"))
+
+
+class Pairing(Model):
+    id = fields.IntField(primary_key=True)
+    host_device: fields.ForeignKeyRelation[Device] = fields.ForeignKeyField(
+        "models.Device", related_name="client_pairings", on_delete=fields.CASCADE
+    )
+    client_device: fields.ForeignKeyRelation[Device] = fields.ForeignKeyField(
+        "models.Device", related_name="host_pairings", on_delete=fields.CASCADE
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    host_device_id: int
+    client_device_id: int
+
+    class Meta:
+        table = "pairings"
+        unique_together = (("host_device_id", "client_device_id"),)
+        indexes = (("client_device_id", "id"),)
+
+
+class MessageLog(Model):
+    """One relayed message. `payload` holds the JSON text exactly as it was forwarded."""
+
+    id = fields.BigIntField(primary_key=True)
+    from_device: fields.ForeignKeyNullableRelation[Device] = fields.ForeignKeyField(
+        "models.Device", related_name=False, null=True, on_delete=fields.SET_NULL, index=False
+    )
+    to_device: fields.ForeignKeyNullableRelation[Device] = fields.ForeignKeyField(
+        "models.Device", related_name=False, null=True, on_delete=fields.SET_NULL, index=False
+    )
+    msg_type = fields.CharField(max_length=16)
+    payload = fields.TextField()
+    created_at = fields.DatetimeField()
+
+    from_device_id: int | None
+    to_device_id: int | None
+
+    class Meta:
+        table = "message_logs"
+        indexes = (("from_device_id", "id"), ("to_device_id", "id"))

@@ -1,0 +1,127 @@
+"""REST bodies and replies (contract §3), as pydantic models: they validate what arrives and
+document what leaves in the OpenAPI description."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DeviceId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Sim = Annotated[int, Field(ge=1, le=8)]
+PhoneNumber = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9+*#]+$")]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- requests ---------------------------------------------------------------------------------
+class Credentials(Body):
+    username: Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
+    password: Annotated[str, Field(description="6 to 72 bytes once UTF-8 encoded")]
+
+    @field_validator("password")
+    @classmethod
+    def password_fits_bcrypt(cls, value: str) -> str:
+        size = len(value.encode())
+        if not 6 <= size <= 72:
+            raise ValueError(f"must be 6 to 72 bytes long (bcrypt's limit), not {size}")
+        return value
+
+
+class LoginBody(Body):
+    """Login takes any strings: a wrong shape is simply a wrong password."""
+
+    username: Annotated[str, Field(max_length=256)]
+    password: Annotated[str, Field(max_length=1024)]
+
+
+class DeviceCreate(Body):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    type: Literal["host", "client"]
+
+
+class PairConfirm(Body):
+    code: Annotated[str, Field(max_length=64)]
+    client_device_id: DeviceId
+
+
+class SmsCommand(Body):
+    to_device_id: DeviceId
+    sim: Sim
+    to: PhoneNumber
+    body: Annotated[str, Field(min_length=1, max_length=1600)]
+
+
+class CallCommand(Body):
+    to_device_id: DeviceId
+    sim: Sim
+    to: PhoneNumber
+
+
+class HostQuery(Body):
+    host_device_id: DeviceId
+
+
+class HistoryQuery(Body):
+    device_id: DeviceId
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+# --- replies ----------------------------------------------------------------------------------
+class UserOut(BaseModel):
+    id: int
+    username: str
+
+
+class TokenOut(BaseModel):
+    token: str
+    user_id: int
+
+
+class DeviceCreated(BaseModel):
+    id: int
+    name: str
+    type: Literal["host", "client"]
+    is_online: bool
+
+
+class DeviceOut(DeviceCreated):
+    last_seen: datetime | None
+
+
+class PairCodeOut(BaseModel):
+    code: str
+    expires_in_seconds: int
+
+
+class PairedOut(BaseModel):
+    status: Literal["paired"]
+    pairing_id: int
+    host_device_id: int
+
+
+class CommandSent(BaseModel):
+    status: Literal["sent"]
+    req_id: str
+
+
+class MessageOut(BaseModel):
+    id: int
+    from_device_id: int | None
+    to_device_id: int | None
+    msg_type: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    errors: list[FieldError] | None = None

@@ -1,0 +1,1 @@
+"""Use-cases: what the blueprints ask for. They raise `simbridge.errors`, never import Sanic."""

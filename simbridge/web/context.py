@@ -1,0 +1,28 @@
+"""What the app keeps for its lifetime, typed, so handlers need no guessing about `app.ctx`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sanic import Request, Sanic
+from sanic.config import Config
+
+from simbridge.config import Settings
+
+if TYPE_CHECKING:
+    from simbridge.services.relay import Relay
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    relay: Relay = field(init=False)
+
+
+SimBridgeApp = Sanic[Config, AppContext]
+
+
+def app_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.ctx
+    return ctx

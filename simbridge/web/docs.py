@@ -1,0 +1,61 @@
+"""One decorator that writes a handler's OpenAPI entry: body, query, replies and errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sanic_ext.extensions.openapi import openapi
+from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
+
+from simbridge.schemas import ErrorOut
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+ERROR_MEANINGS = {
+    400: "Body is not a JSON object, or the pairing code is invalid, used or expired",
+    401: "Missing, invalid or expired token; or wrong username or password",
+    403: "The device is of the wrong type for this action",
+    404: "No such device, or not one of the caller's",
+    409: "Username already taken",
+    413: "Body larger than the configured limit",
+    422: "A field is missing, of the wrong type or out of range (see `errors`)",
+    503: "The target host has no live WebSocket",
+}
+
+
+def documented(
+    *,
+    tag: str,
+    ok: type[BaseModel],
+    errors: Sequence[int],
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    secured: bool = True,
+) -> Callable[[Handler], Handler]:
+    responses = [Response({"application/json": ok}, status=200, description="Success")]
+    for status in (*errors, 413, 422) if body else errors:
+        responses.append(
+            Response(
+                {"application/json": ErrorOut}, status=status, description=ERROR_MEANINGS[status]
+            )
+        )
+    return openapi.definition(
+        tag=tag,
+        body=RequestBody({"application/json": body}, required=True) if body else None,
+        parameter=_query_parameters(query) if query else None,
+        response=responses,
+        secured={"token": []} if secured else None,
+    )
+
+
+def _query_parameters(query: type[BaseModel]) -> list[Parameter]:
+    return [
+        Parameter(name, _openapi_type(field.annotation), "query", required=field.is_required())
+        for name, field in query.model_fields.items()
+    ]
+
+
+def _openapi_type(annotation: Any) -> type:
+    return annotation if annotation in (int, str) else int

@@ -1,0 +1,87 @@
+"""Start-up and shutdown: database, broker, log writer and relay, in that order and back."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sanic import Request, Sanic
+from sanic.response import BaseHTTPResponse
+from tortoise import Tortoise
+
+from simbridge.config import ConfigError
+from simbridge.db import apply_migrations, tortoise_config
+from simbridge.hub import make_broker
+from simbridge.services.directory import PairingDirectory
+from simbridge.services.message_log import MessageLogWriter
+from simbridge.services.relay import Relay
+from simbridge.web.context import AppContext
+
+log = logging.getLogger("simbridge")
+access_log = logging.getLogger("simbridge.access")
+
+
+def setup_lifecycle(app: Sanic) -> None:
+    app.main_process_start(_refuse_many_workers)
+    app.before_server_start(_start)
+    app.before_server_stop(_close_sockets)
+    app.after_server_stop(_stop)
+    if app.ctx.settings.access_log:
+        app.on_request(_start_timer)
+        app.on_response(_log_access)
+
+
+async def _refuse_many_workers(app: Sanic) -> None:
+    settings = app.ctx.settings
+    if settings.broker == "memory" and app.state.workers > 1:
+        raise ConfigError(
+            f"{app.state.workers} workers with SIMBRIDGE_BROKER=memory would misroute: the "
+            "in-process broker only sees sockets of its own worker. Run a single worker."
+        )
+
+
+async def _start(app: Sanic) -> None:
+    ctx: AppContext = app.ctx
+    settings = ctx.settings
+    applied = await apply_migrations(settings)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+    broker = make_broker(settings)
+    await broker.start()
+    writer = MessageLogWriter(
+        clock=settings.clock,
+        batch_size=settings.log_batch_size,
+        flush_seconds=settings.log_flush_seconds,
+        queue_size=settings.log_queue_size,
+    )
+    writer.start()
+    ctx.relay = Relay(
+        broker=broker,
+        directory=PairingDirectory(),
+        writer=writer,
+        clock=settings.clock,
+        correlation_seconds=settings.request_correlation_seconds,
+    )
+
+
+async def _close_sockets(app: Sanic) -> None:
+    """Runs before Sanic cancels socket handlers (which would close them with 1000, not 1001)."""
+    ctx: AppContext = app.ctx
+    await ctx.relay.shutdown(timeout=ctx.settings.graceful_shutdown_seconds)
+
+
+async def _stop(app: Sanic) -> None:
+    ctx: AppContext = app.ctx
+    await ctx.relay.writer.stop()
+    await Tortoise.close_connections()
+
+
+async def _start_timer(request: Request) -> None:
+    request.ctx.started = time.perf_counter()
+
+
+async def _log_access(request: Request, response: BaseHTTPResponse) -> None:
+    """Method, path (never the query string: it may carry a token) and status."""
+    elapsed_ms = (time.perf_counter() - request.ctx.started) * 1000
+    access_log.info("%s %s %s %.1fms", request.method, request.path, response.status, elapsed_ms)

@@ -1,0 +1,45 @@
+"""Turning a request's JSON body or query string into a validated schema, or a 4xx."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from sanic import Request
+
+from simbridge.errors import BadRequest, ValidationFailed
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def parse_body(request: Request, schema: type[Schema]) -> Schema:
+    """The body as `schema`: 400 unless it is a JSON object, 422 naming each bad field."""
+    try:
+        data = orjson.loads(request.body) if request.body else None
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("Request body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise BadRequest()
+    return _validate(schema, data)
+
+
+def parse_query(request: Request, schema: type[Schema]) -> Schema:
+    """The query string as `schema` (the last value wins for a repeated name)."""
+    data = {name: values[-1] for name, values in request.args.items()}
+    return _validate(schema, data)
+
+
+def _validate(schema: type[Schema], data: dict[str, Any]) -> Schema:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or "body",
+                "message": error["msg"],
+            }
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        fields = ", ".join(error["field"] for error in errors)
+        raise ValidationFailed(f"Invalid value for: {fields}", errors=errors) from exc
