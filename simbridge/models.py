@@ -92,10 +92,10 @@ class MessageLog(Model):
 
     id = fields.BigIntField(primary_key=True)
     from_device: fields.ForeignKeyNullableRelation[Device] = fields.ForeignKeyField(
-        "models.Device", related_name=False, null=True, on_delete=fields.SET_NULL, index=False
+        "models.Device", related_name=False, null=True, on_delete=fields.SET_NULL, db_index=False
     )
     to_device: fields.ForeignKeyNullableRelation[Device] = fields.ForeignKeyField(
-        "models.Device", related_name=False, null=True, on_delete=fields.SET_NULL, index=False
+        "models.Device", related_name=False, null=True, on_delete=fields.SET_NULL, db_index=False
     )
     msg_type = fields.CharField(max_length=16)
     payload = fields.TextField()

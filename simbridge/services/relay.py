@@ -97,12 +97,21 @@ class Relay:
         await mark_seen(device_id, self._clock)
 
     async def disconnect(self, device_id: int, conn: Connection) -> None:
-        """Called once the socket's handler is done with it, whatever ended it."""
-        if await self.broker.detach(device_id, conn):
-            await mark_seen(device_id, self._clock)
-        self._sessions.discard(conn)
-        if not self._sessions:
-            self._all_closed.set()
+        """Called once the socket's handler is done with it, whatever ended it.
+
+        Shielded: Sanic cancels the handler when the TCP connection drops, and the device
+        must still go offline and get its `last_seen`.
+        """
+        await asyncio.shield(self._detach(device_id, conn))
+
+    async def _detach(self, device_id: int, conn: Connection) -> None:
+        try:
+            if await self.broker.detach(device_id, conn):
+                await mark_seen(device_id, self._clock)
+        finally:
+            self._sessions.discard(conn)
+            if not self._sessions:
+                self._all_closed.set()
 
     async def shutdown(self, timeout: float) -> None:
         """Close every socket with 1001 and wait (up to `timeout`) for their handlers to end,

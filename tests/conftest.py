@@ -1,0 +1,72 @@
+"""Fixtures that run the real thing: a SimBridge server on a free loopback port in the test's
+event loop, a real SQLite file per test, real HTTP and WebSocket clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from sanic import Sanic
+
+from simbridge.clock import ManualClock
+from simbridge.config import Settings
+from tests.helpers import Account, LiveServer, Pair, make_account, make_device, pair_devices
+
+Sanic.test_mode = True  # one app per test, all named "simbridge"
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, clock: ManualClock) -> Settings:
+    """Fast knobs: cheap bcrypt, quick log flushes; everything else as shipped."""
+    return Settings(
+        jwt_secret=TEST_SECRET,
+        db_path=str(tmp_path / "simbridge.db"),
+        bcrypt_rounds=4,
+        log_flush_seconds=0.005,
+        graceful_shutdown_seconds=2.0,
+        clock=clock,
+    )
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[LiveServer]:
+    async with LiveServer.running(settings) as live:
+        yield live
+
+
+@pytest.fixture
+async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def alice(http: httpx.AsyncClient) -> Account:
+    return await make_account(http, "alice")
+
+
+@pytest.fixture
+async def bob(http: httpx.AsyncClient) -> Account:
+    return await make_account(http, "bob")
+
+
+@pytest.fixture
+async def pair(http: httpx.AsyncClient, alice: Account) -> Pair:
+    """Alice's host and client, paired."""
+    host = await make_device(http, alice, "host")
+    client = await make_device(http, alice, "client")
+    return await pair_devices(http, alice, host, client)
+
+
+def settings_with(settings: Settings, **changes: object) -> Settings:
+    return replace(settings, **changes)  # type: ignore[arg-type]
