@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         overrides = {
-            k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None
+            k: v for k in ("host", "port", "workers") if (v := getattr(args, k, None)) is not None
         }
         settings = validate(replace(settings, **overrides))
     except ConfigError as exc:
