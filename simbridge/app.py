@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from sanic import Sanic
+from sanic_ext.extensions.openapi import openapi
 
 from simbridge import __version__
 from simbridge.config import Settings, load_settings, validate
@@ -40,6 +41,7 @@ def create_app(
     register_error_handlers(app)
     for module_name in blueprints:
         app.blueprint(import_module(module_name).bp)
+    _leave_sockets_out_of_openapi(app)
     setup_lifecycle(app)  # after the blueprints: its stop listener must run before Sanic's
     return app
 
@@ -77,3 +79,10 @@ def _describe_api(app: Sanic) -> None:
         ),
     )
     app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
+
+
+def _leave_sockets_out_of_openapi(app: Sanic) -> None:
+    """OpenAPI 3.0 cannot describe a WebSocket; the README does."""
+    for route in app.router.routes:
+        if route.extra.websocket:
+            openapi.exclude()(route.handler)

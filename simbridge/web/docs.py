@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sanic_ext.extensions.openapi import openapi
-from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
+from sanic_ext.extensions.openapi.definitions import Component, Parameter, RequestBody, Response
 
 from simbridge.schemas import ErrorOut
 
@@ -34,16 +34,18 @@ def documented(
     query: type[BaseModel] | None = None,
     secured: bool = True,
 ) -> Callable[[Handler], Handler]:
-    responses = [Response({"application/json": ok}, status=200, description="Success")]
-    for status in (*errors, 413, 422) if body else errors:
+    responses = [Response({"application/json": Component(ok)}, status=200, description="Success")]
+    for status in sorted({*errors, 413, 422} if body else set(errors)):
         responses.append(
             Response(
-                {"application/json": ErrorOut}, status=status, description=ERROR_MEANINGS[status]
+                {"application/json": Component(ErrorOut)},
+                status=status,
+                description=ERROR_MEANINGS[status],
             )
         )
     return openapi.definition(
         tag=tag,
-        body=RequestBody({"application/json": body}, required=True) if body else None,
+        body=RequestBody({"application/json": Component(body)}, required=True) if body else None,
         parameter=_query_parameters(query) if query else None,
         response=responses,
         secured={"token": []} if secured else None,
