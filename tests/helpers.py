@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket as socket_module
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,14 +31,16 @@ class LiveServer:
     async def running(cls, settings: Settings) -> AsyncIterator[LiveServer]:
         """Serve `create_app(settings)` on 127.0.0.1 and a free port, in this event loop."""
         app = create_app(settings)
+        listener = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))  # a free port, chosen by the OS and held from now on
+        port = listener.getsockname()[1]
         server = await app.create_server(
-            host="127.0.0.1", port=0, return_asyncio_server=True, access_log=False
+            sock=listener, return_asyncio_server=True, access_log=False
         )
         assert server is not None
         await server.startup()
         await server.before_start()
         await server.after_start()
-        port = server.server.sockets[0].getsockname()[1]
         try:
             yield cls(app, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")
         finally:

@@ -18,6 +18,11 @@ from simbridge.services.devices import owned_device
 from simbridge.services.directory import PairingDirectory
 
 CODE_ATTEMPTS = 20
+CODE_LENGTH = 6
+
+
+def is_code_shaped(code: str) -> bool:
+    return len(code) == CODE_LENGTH and code.isascii() and code.isdigit()
 
 
 async def create_pairing_code(user: User, host_device_id: int, settings: Settings) -> str:
@@ -30,7 +35,7 @@ async def create_pairing_code(user: User, host_device_id: int, settings: Setting
     now = settings.clock()
     expires_at = now + timedelta(seconds=settings.pairing_code_ttl_seconds)
     for _ in range(CODE_ATTEMPTS):
-        code = f"{secrets.randbelow(10**6):06d}"
+        code = f"{secrets.randbelow(10**CODE_LENGTH):0{CODE_LENGTH}d}"
         if await PairingCode.exists(code=code, used=False, expires_at__gt=now):
             continue
         created = await PairingCode.create(
@@ -47,6 +52,8 @@ async def confirm_pairing(
 ) -> Pairing:
     """Spend the code and pair its host with the caller's client (or return the existing pair)."""
     client = await owned_device(user, client_device_id, DeviceType.CLIENT)
+    if not is_code_shaped(code):
+        raise InvalidPairingCode()
     live = await PairingCode.get_or_none(
         user_id=user.id, code=code, used=False, expires_at__gt=settings.clock()
     )
