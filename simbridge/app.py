@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from importlib import import_module
 
+import orjson
 from sanic import Sanic
 from sanic_ext.extensions.openapi import openapi
 
@@ -35,7 +36,7 @@ def create_app(
     """Build the app; `settings` default to the environment, validated here."""
     settings = validate(settings or load_settings())
     logging.getLogger("simbridge").setLevel(settings.log_level.upper())
-    app: SimBridgeApp = Sanic(name, ctx=AppContext(settings=settings))
+    app: SimBridgeApp = Sanic(name, ctx=AppContext(settings=settings), dumps=orjson.dumps)
     _configure_server(app, settings)
     _describe_api(app)
     register_error_handlers(app)

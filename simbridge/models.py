@@ -11,6 +11,8 @@ from enum import StrEnum
 from tortoise import fields
 from tortoise.models import Model
 
+MAX_ID = 2**31 - 1  # ids are 32-bit: anything larger names nothing
+
 
 class DeviceType(StrEnum):
     HOST = "host"

@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DeviceId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+from simbridge.models import MAX_ID
+
+DeviceId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Sim = Annotated[int, Field(ge=1, le=8)]
 PhoneNumber = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9+*#]+$")]
 

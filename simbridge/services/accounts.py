@@ -9,7 +9,7 @@ from tortoise.exceptions import IntegrityError
 
 from simbridge.config import Settings
 from simbridge.errors import InvalidCredentials, UsernameTaken
-from simbridge.models import User
+from simbridge.models import MAX_ID, User
 from simbridge.security import create_token, hash_password, user_id_from_token, verify_password
 
 WRONG_LOGIN = "Incorrect username or password"
@@ -43,7 +43,8 @@ async def user_for_token(token: str | None, settings: Settings) -> User:
     if not token:
         raise InvalidCredentials("Not authenticated: send Authorization: Bearer <token>")
     user_id = user_id_from_token(token, settings.jwt_secret, settings.clock())
-    user = await User.get_or_none(id=user_id) if user_id is not None else None
+    known = user_id is not None and 1 <= user_id <= MAX_ID
+    user = await User.get_or_none(id=user_id) if known else None
     if user is None:
         raise InvalidCredentials()
     return user

@@ -7,9 +7,7 @@ from typing import Any
 from simbridge.clock import Clock
 from simbridge.errors import Forbidden, NotFound
 from simbridge.hub import Broker
-from simbridge.models import Device, DeviceType, User
-
-MAX_ID = 2**31 - 1
+from simbridge.models import MAX_ID, Device, DeviceType, User
 
 
 async def owned_device(user: User, device_id: int, device_type: DeviceType | None) -> Device:
@@ -46,7 +44,7 @@ async def list_devices(user: User, broker: Broker) -> list[dict[str, Any]]:
             "name": device.name,
             "type": device.device_type.value,
             "is_online": device.id in online,
-            "last_seen": device.last_seen.isoformat() if device.last_seen else None,
+            "last_seen": device.last_seen,
         }
         for device in devices
     ]

@@ -17,7 +17,8 @@ async def list_history(
     """Newest first, messages sent or received by the caller's device.
 
     Two index range scans (sent, received) merged here, instead of one `OR` query the
-    database could not serve from an index at millions of rows.
+    database could not serve from an index at millions of rows. `payload` is the stored
+    JSON text embedded as is, so the reply must be encoded with orjson (the app's `dumps`).
     """
     await owned_device(user, device_id, None)
     await writer.flush()  # what was relayed before this request is in the answer
@@ -31,8 +32,8 @@ async def list_history(
             "from_device_id": row.from_device_id,
             "to_device_id": row.to_device_id,
             "msg_type": row.msg_type,
-            "payload": orjson.loads(row.payload),
-            "created_at": row.created_at.isoformat(),
+            "payload": orjson.Fragment(row.payload),  # the stored text, byte for byte
+            "created_at": row.created_at,
         }
         for row in newest
     ]

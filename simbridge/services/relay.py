@@ -150,11 +150,13 @@ class Relay:
             target = hosts[0]
         else:
             return protocol.NO_PAIRED_HOST
-        if frame.get("req_id") is None:
+        text = _as_text(raw)
+        if "req_id" not in frame:
+            frame["req_id"] = uuid.uuid4().hex
+            text = protocol.with_req_id(text, frame["req_id"])
+        elif frame["req_id"] is None:
             frame["req_id"] = uuid.uuid4().hex
             text = protocol.encode(frame)
-        else:
-            text = _as_text(raw)
         self._open_requests.remember(target, frame["req_id"], sender_id)
         if not await self._deliver(sender_id, target, COMMAND, text):
             return protocol.target_offline(target, frame["req_id"])

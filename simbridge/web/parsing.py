@@ -21,18 +21,20 @@ def parse_body(request: Request, schema: type[Schema]) -> Schema:
         raise BadRequest("Request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise BadRequest()
-    return _validate(schema, data)
+    return _validate(schema, data, strict=True)
 
 
 def parse_query(request: Request, schema: type[Schema]) -> Schema:
     """The query string as `schema` (the last value wins for a repeated name)."""
     data = {name: values[-1] for name, values in request.args.items()}
-    return _validate(schema, data)
+    return _validate(schema, data, strict=False)
 
 
-def _validate(schema: type[Schema], data: dict[str, Any]) -> Schema:
+def _validate(schema: type[Schema], data: dict[str, Any], strict: bool) -> Schema:
+    """Strict for JSON bodies (`"1"` and `true` are not integers); a query string is all
+    text, so there numbers are parsed from it."""
     try:
-        return schema.model_validate(data)
+        return schema.model_validate(data, strict=strict)
     except ValidationError as exc:
         errors = [
             {
