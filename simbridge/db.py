@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
 
 TORTOISE_ORM = tortoise_config(
     Settings(
-        db_path=os.environ.get("DB_PATH", Settings.db_path),
+        db_path=os.environ.get("DB_PATH", Settings().db_path),
         database_url=os.environ.get("DATABASE_URL", ""),
     )
 )
@@ -54,6 +55,12 @@ async def apply_migrations(settings: Settings) -> list[str]:
     """
     if settings.is_sqlite:
         Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
+    # Tortoise keeps its state in a context variable: a task of its own gives aerich a
+    # Tortoise context that starts fresh and ends with the migration, whatever ran before.
+    return await asyncio.create_task(_upgrade(settings))
+
+
+async def _upgrade(settings: Settings) -> list[str]:
     command = Command(tortoise_config(settings), app="models", location=MIGRATIONS_DIR)
     async with command:
         await command.init()

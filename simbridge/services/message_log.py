@@ -53,8 +53,8 @@ class MessageLogWriter:
     async def write(
         self, from_id: int | None, to_id: int | None, msg_type: str, payload: str
     ) -> None:
-        self._written += 1
         await self._queue.put(LogRow(from_id, to_id, msg_type, payload, self._clock()))
+        self._written += 1  # only once queued: a write cancelled while waiting adds nothing
 
     async def flush(self) -> None:
         """Wait until every row written before this call is committed."""

@@ -1,0 +1,183 @@
+"""The write-behind message log: batches, flush, stop and back-pressure, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tortoise import Tortoise
+
+from simbridge.clock import ManualClock
+from simbridge.config import Settings
+from simbridge.db import apply_migrations, tortoise_config
+from simbridge.models import Device, DeviceType, MessageLog, User
+from simbridge.services.message_log import MessageLogWriter
+
+POLL_INTERVAL = 0.01
+POLL_LIMIT = 5.0
+
+
+@dataclass
+class Devices:
+    host: int
+    client: int
+
+
+@pytest.fixture
+async def devices(tmp_path: Path) -> AsyncIterator[Devices]:
+    """A migrated SQLite file with Tortoise initialised on it, and one host and one client."""
+    settings = Settings(jwt_secret="x" * 40, db_path=str(tmp_path / "log.db"))
+    await apply_migrations(settings)
+    await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+    try:
+        user = await User.create(username="logger", password_hash="not-a-real-hash")
+        host = await Device.create(user=user, name="host", device_type=DeviceType.HOST)
+        client = await Device.create(user=user, name="client", device_type=DeviceType.CLIENT)
+        yield Devices(host=host.id, client=client.id)
+    finally:
+        await Tortoise.close_connections()
+
+
+def make_writer(
+    clock: ManualClock, batch_size: int = 10, flush_seconds: float = 0.01, queue_size: int = 1000
+) -> MessageLogWriter:
+    return MessageLogWriter(
+        clock=clock, batch_size=batch_size, flush_seconds=flush_seconds, queue_size=queue_size
+    )
+
+
+async def stored_payloads() -> list[str]:
+    return [row.payload for row in await MessageLog.all().order_by("id")]
+
+
+async def wait_for_row_count(expected: int) -> int:
+    """Poll (bounded) until the table holds `expected` rows; returns the last count seen."""
+    count = await MessageLog.all().count()
+    for _ in range(int(POLL_LIMIT / POLL_INTERVAL)):
+        if count >= expected:
+            break
+        await asyncio.sleep(POLL_INTERVAL)
+        count = await MessageLog.all().count()
+    return count
+
+
+async def completes(awaitable: Awaitable[object], within: float) -> bool:
+    try:
+        await asyncio.wait_for(awaitable, within)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_write_stores_rows_with_their_fields(devices: Devices, clock: ManualClock) -> None:
+    writer = make_writer(clock, batch_size=10)
+    writer.start()
+    expected = []
+    for n in range(35):
+        clock.advance(1)
+        if n % 3 == 0:
+            row = (None, devices.host, "command", f'{{"n":{n}}}')  # a REST command
+        elif n % 3 == 1:
+            row = (devices.client, devices.host, "command", f'{{"n":{n}}}')
+        else:
+            row = (devices.host, devices.client, "event", f'{{"n":{n}}}')
+        expected.append((*row, clock()))
+        await writer.write(*row)
+
+    await writer.flush()
+    stored = await MessageLog.all().order_by("id")
+    await writer.stop()
+
+    assert [
+        (r.from_device_id, r.to_device_id, r.msg_type, r.payload, r.created_at) for r in stored
+    ] == expected
+
+
+async def test_write_commits_full_batch_without_waiting_for_timer(
+    devices: Devices, clock: ManualClock
+) -> None:
+    # The timer is far away: only a full batch (10 rows) can be committed before it fires.
+    writer = make_writer(clock, batch_size=10, flush_seconds=60)
+    writer.start()
+    for n in range(35):
+        await writer.write(devices.client, devices.host, "command", f'{{"n":{n}}}')
+
+    assert await wait_for_row_count(30) == 30
+    with pytest.raises(TimeoutError):  # the last 5 rows wait for 5 more or for the timer
+        await asyncio.wait_for(writer.flush(), 0.2)
+    assert await MessageLog.all().count() == 30
+
+    for n in range(35, 40):
+        await writer.write(devices.client, devices.host, "command", f'{{"n":{n}}}')
+    await asyncio.wait_for(writer.flush(), POLL_LIMIT)
+    await writer.stop()
+
+    assert await stored_payloads() == [f'{{"n":{n}}}' for n in range(40)]
+
+
+async def test_flush_waits_for_rows_written_before_it(devices: Devices, clock: ManualClock) -> None:
+    writer = make_writer(clock, batch_size=10, flush_seconds=0.05)
+    writer.start()
+    for n in range(25):
+        await writer.write(devices.host, devices.client, "event", f'{{"n":{n}}}')
+
+    await asyncio.wait_for(writer.flush(), POLL_LIMIT)
+    count = await MessageLog.all().count()  # read at once: no polling
+    await writer.stop()
+
+    assert count == 25
+
+
+async def test_stop_commits_every_queued_row_once(devices: Devices, clock: ManualClock) -> None:
+    writer = make_writer(clock, batch_size=7, flush_seconds=0.01)
+    writer.start()
+    payloads = [f'{{"n":{n}}}' for n in range(50)]
+    for payload in payloads:
+        await writer.write(devices.client, devices.host, "command", payload)
+
+    await asyncio.wait_for(writer.stop(), POLL_LIMIT)
+
+    assert await stored_payloads() == payloads
+
+
+async def test_write_waits_while_queue_full_until_writer_starts(
+    devices: Devices, clock: ManualClock
+) -> None:
+    writer = make_writer(clock, batch_size=10, flush_seconds=0.01, queue_size=2)
+    await asyncio.wait_for(writer.write(devices.client, devices.host, "command", '{"n":0}'), 1)
+    await asyncio.wait_for(writer.write(devices.client, devices.host, "command", '{"n":1}'), 1)
+    third = asyncio.create_task(writer.write(devices.client, devices.host, "command", '{"n":2}'))
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(third), 0.1)
+    assert not third.done()
+
+    writer.start()
+    await asyncio.wait_for(third, POLL_LIMIT)
+    await asyncio.wait_for(writer.stop(), POLL_LIMIT)
+
+    assert await stored_payloads() == ['{"n":0}', '{"n":1}', '{"n":2}']
+
+
+async def test_flush_returns_when_a_blocked_write_was_cancelled(
+    devices: Devices, clock: ManualClock
+) -> None:
+    """A socket handler can be cancelled (client gone) while its write waits on a full queue;
+    the row never entered the queue, so `flush` (GET /history, shutdown) must not wait for it."""
+    writer = make_writer(clock, batch_size=10, flush_seconds=0.01, queue_size=1)
+    await writer.write(devices.client, devices.host, "command", '{"n":0}')
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(
+            writer.write(devices.client, devices.host, "command", '{"n":1}'), 0.1
+        )
+
+    writer.start()
+    flushed = await completes(writer.flush(), within=1)
+    if flushed:
+        await asyncio.wait_for(writer.stop(), POLL_LIMIT)
+
+    assert flushed, "flush() waits for a row whose write was cancelled before it was queued"
+    assert await stored_payloads() == ['{"n":0}']

@@ -1,0 +1,252 @@
+"""Migrations (contract §5: the database is created on first run and migrated automatically),
+SQLite tuning, and the same schema on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from tortoise import connections
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+from simbridge.config import Settings
+from simbridge.db import apply_migrations
+from tests.helpers import LiveServer, make_account, make_device, pair_devices, receive, send, socket
+
+TABLES = {"users", "devices", "pairing_codes", "pairings", "message_logs", "aerich"}
+MESSAGE_LOG_INDEXES = {("from_device_id", "id"), ("to_device_id", "id")}
+POSTGRES_URL = os.environ.get(
+    "SIMBRIDGE_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"
+)
+POSTGRES_HOWTO = (
+    "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "
+    "(or point SIMBRIDGE_TEST_POSTGRES_URL at another server)"
+)
+SECRET = "migration-tests-secret-long-enough-for-hs256"
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+def sqlite_index_columns(path: Path, table: str) -> set[tuple[str, ...]]:
+    with closing(sqlite3.connect(path)) as db:
+        indexes = db.execute(f"PRAGMA index_list('{table}')").fetchall()
+        return {
+            tuple(column for (_, _, column) in db.execute(f"PRAGMA index_info('{index[1]}')"))
+            for index in indexes
+        }
+
+
+def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "simbridge", *args],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+# --- SQLite -----------------------------------------------------------------------------------
+
+
+async def test_apply_migrations_on_empty_file_creates_schema(tmp_path: Path) -> None:
+    db_path = tmp_path / "fresh" / "relay.db"
+    settings = Settings(jwt_secret=SECRET, db_path=str(db_path))
+
+    applied = await apply_migrations(settings)
+
+    assert len(applied) == 1
+    assert applied[0].startswith("0_")
+    assert TABLES <= sqlite_tables(db_path)
+    assert MESSAGE_LOG_INDEXES <= sqlite_index_columns(db_path, "message_logs")
+    with closing(sqlite3.connect(db_path)) as db:
+        versions = [v for (v,) in db.execute("SELECT version FROM aerich")]
+    assert versions == applied
+
+
+async def test_apply_migrations_twice_in_one_task_applies_nothing_second_time(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(jwt_secret=SECRET, db_path=str(tmp_path / "relay.db"))
+    await apply_migrations(settings)
+
+    assert await apply_migrations(settings) == []
+    with closing(sqlite3.connect(tmp_path / "relay.db")) as db:
+        assert db.execute("SELECT count(*) FROM aerich").fetchone() == (1,)
+
+
+async def test_server_connection_uses_wal_and_synchronous_normal(server: LiveServer) -> None:
+    db = connections.get("default")
+
+    _, journal = await db.execute_query("PRAGMA journal_mode")
+    _, synchronous = await db.execute_query("PRAGMA synchronous")
+
+    assert str(journal[0][0]).lower() == "wal"
+    assert synchronous[0][0] == 1  # 0 OFF, 1 NORMAL, 2 FULL
+
+
+async def test_server_run_leaves_database_file_in_wal_mode(settings: Settings) -> None:
+    async with LiveServer.running(settings) as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+            await make_account(http, "walter")
+
+    with closing(sqlite3.connect(settings.db_path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT username FROM users").fetchall() == [("walter",)]
+
+
+def test_migrate_command_creates_database_then_reports_up_to_date(tmp_path: Path) -> None:
+    db_path = tmp_path / "nested" / "dir" / "relay.db"
+
+    first = run_cli(tmp_path, "migrate", JWT_SECRET=SECRET, DB_PATH=str(db_path))
+    second = run_cli(tmp_path, "migrate", JWT_SECRET=SECRET, DB_PATH=str(db_path))
+
+    assert first.returncode == 0, first.stderr
+    assert "applied: 0_" in first.stdout
+    assert TABLES <= sqlite_tables(db_path)
+    assert second.returncode == 0, second.stderr
+    assert "already up to date" in second.stdout
+
+
+def test_tortoise_orm_without_db_path_points_at_default_file(tmp_path: Path) -> None:
+    """`TORTOISE_ORM` is what aerich's own CLI uses (pyproject `[tool.aerich]`)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from simbridge.db import TORTOISE_ORM; print(TORTOISE_ORM['connections']['default'])",
+        ],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("sqlite://simbridge.db"), result.stdout
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty database on the test server, dropped afterwards.
+
+    Tortoise caches each model's INSERT statement process-wide by connection alias, not by
+    dialect, so SQL built for SQLite ("?" placeholders) by an earlier test would be sent to
+    PostgreSQL (and the reverse afterwards): the cache is emptied on the way in and out.
+    """
+    try:
+        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        reason = f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc!r}); {POSTGRES_HOWTO}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"sb_test_{secrets.token_hex(6)}"
+    EXECUTOR_CACHE.clear()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield with_database(POSTGRES_URL, name)
+    finally:
+        EXECUTOR_CACHE.clear()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def postgres_schema(url: str) -> tuple[set[str], set[tuple[str, ...]]]:
+    db = await asyncpg.connect(url, timeout=5)
+    try:
+        tables = await db.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        indexes = await db.fetch(
+            """
+            SELECT array_agg(a.attname ORDER BY k.ordinality) AS columns
+            FROM pg_index i
+            JOIN pg_class t ON t.oid = i.indrelid
+            CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ordinality)
+            JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum
+            WHERE t.relname = 'message_logs'
+            GROUP BY i.indexrelid
+            """
+        )
+    finally:
+        await db.close()
+    return {row["table_name"] for row in tables}, {tuple(row["columns"]) for row in indexes}
+
+
+@pytest.mark.postgres
+async def test_apply_migrations_on_postgres_creates_schema(postgres_url: str) -> None:
+    settings = Settings(jwt_secret=SECRET, database_url=postgres_url)
+
+    # Each run in its own task, as two start-ups would be; running both in one task is
+    # covered (for SQLite) by test_apply_migrations_twice_in_one_task_applies_nothing_second_time.
+    applied = await asyncio.create_task(apply_migrations(settings))
+    again = await asyncio.create_task(apply_migrations(settings))
+
+    assert len(applied) == 1
+    assert again == []
+    tables, indexes = await postgres_schema(postgres_url)
+    assert TABLES <= tables
+    assert MESSAGE_LOG_INDEXES <= indexes
+
+
+@pytest.mark.postgres
+async def test_server_on_postgres_serves_account_device_and_relay_round(
+    postgres_url: str, settings: Settings
+) -> None:
+    pg_settings = replace(settings, database_url=postgres_url)
+
+    async with LiveServer.running(pg_settings) as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+            alice = await make_account(http, "alice")
+            host = await make_device(http, alice, "host")
+            client = await make_device(http, alice, "client")
+            await pair_devices(http, alice, host, client)
+            async with socket(live, host) as host_ws, socket(live, client) as client_ws:
+                await send(client_ws, {"type": "command", "cmd": "GET_SIMS", "req_id": "pg-1"})
+                assert await receive(host_ws) == {
+                    "type": "command",
+                    "cmd": "GET_SIMS",
+                    "req_id": "pg-1",
+                }
+                listed = await http.get("/devices", headers=alice.headers)
+            history = await http.get(f"/history?device_id={host.id}", headers=alice.headers)
+
+    assert listed.status_code == 200, listed.text
+    assert {(d["id"], d["type"], d["is_online"]) for d in listed.json()} == {
+        (host.id, "host", True),
+        (client.id, "client", True),
+    }
+    assert history.status_code == 200, history.text
+    assert [(row["msg_type"], row["payload"]["req_id"]) for row in history.json()] == [
+        ("command", "pg-1")
+    ]
+    tables, _ = await postgres_schema(postgres_url)
+    assert TABLES <= tables  # the server migrated the empty database itself
