@@ -36,7 +36,7 @@ def create_app(
     """Build the app; `settings` default to the environment, validated here."""
     settings = validate(settings or load_settings())
     logging.getLogger("simbridge").setLevel(settings.log_level.upper())
-    app: SimBridgeApp = Sanic(name, ctx=AppContext(settings=settings), dumps=orjson.dumps)
+    app: SimBridgeApp = Sanic(name, ctx=AppContext(settings=settings), dumps=_dumps)
     _configure_server(app, settings)
     _describe_api(app)
     register_error_handlers(app)
@@ -45,6 +45,12 @@ def create_app(
     _leave_sockets_out_of_openapi(app)
     setup_lifecycle(app)  # after the blueprints: its stop listener must run before Sanic's
     return app
+
+
+def _dumps(value: object) -> bytes:
+    """orjson for every JSON reply (fast, and embeds stored payloads via `orjson.Fragment`);
+    the OpenAPI document has integer keys (status codes)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _configure_server(app: Sanic, settings: Settings) -> None:

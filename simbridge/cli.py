@@ -25,9 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="worker processes (default: 1)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _log_to_stderr()
     try:
         settings = load_settings()
         overrides = {
@@ -59,6 +57,8 @@ def serve_forever(settings: Settings) -> int:
         access_log=False,
         motd=False,
     )
+    where = f"http://{settings.host}:{settings.port}"
+    logging.getLogger("simbridge").info("listening on %s (API docs at %s/docs)", where, where)
     if single:
         Sanic.serve_single(primary=app)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import cache
 
 import bcrypt
@@ -28,7 +29,10 @@ async def register_user(username: str, password: str, settings: Settings) -> Use
 async def login(username: str, password: str, settings: Settings) -> tuple[str, int]:
     """A fresh token and the user id; the same error, after the same work, for any mistake."""
     user = await User.get_or_none(username=username)
-    stored_hash = user.password_hash if user else _dummy_hash(settings.bcrypt_rounds)
+    if user is not None:
+        stored_hash = user.password_hash
+    else:
+        stored_hash = await asyncio.to_thread(_dummy_hash, settings.bcrypt_rounds)
     try:
         matches = await verify_password(password, stored_hash)
     except ValueError:  # over bcrypt's 72 bytes: cannot be anyone's password
