@@ -1,4 +1,4 @@
-"""Devices: register a host or client, list your own."""
+"""Devices: register a host or client, list your own, rotate a device token, delete one."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from simbridge.models import DeviceType
-from simbridge.schemas import DeviceCreate, DeviceCreated, DeviceOut
-from simbridge.services.devices import create_device, list_devices
+from simbridge.schemas import Deleted, DeviceCreate, DeviceCreated, DeviceOut, DeviceTokenOut
+from simbridge.services import devices, revocation
 from simbridge.web.auth import authenticated
 from simbridge.web.context import app_context
 from simbridge.web.docs import documented
@@ -22,12 +22,17 @@ class DeviceList(RootModel[list[DeviceOut]]):
 
 
 @bp.post("")
-@documented(tag="devices", body=DeviceCreate, ok=DeviceCreated, errors=(400, 401))
+@documented(tag="devices", body=DeviceCreate, ok=DeviceCreated, errors=(400, 401, 409))
 @authenticated
 async def add_device(request: Request) -> HTTPResponse:
-    """Register a device (a host holds the SIM cards; a client commands it)."""
+    """Register a device (a host holds the SIM cards; a client commands it).
+
+    The reply's `device_token` opens this device's WebSocket; it is shown only this once.
+    """
     new = parse_body(request, DeviceCreate)
-    return json(await create_device(request.ctx.user, new.name, DeviceType(new.type)))
+    limit = app_context(request).settings.max_devices_per_user
+    created = await devices.create_device(request.ctx.user, new.name, DeviceType(new.type), limit)
+    return json(created)
 
 
 @bp.get("")
@@ -36,4 +41,23 @@ async def add_device(request: Request) -> HTTPResponse:
 async def get_devices(request: Request) -> HTTPResponse:
     """List the caller's devices, with whether each has a live WebSocket now."""
     broker = app_context(request).relay.broker
-    return json(await list_devices(request.ctx.user, broker))
+    return json(await devices.list_devices(request.ctx.user, broker))
+
+
+@bp.post("/<device_id:int>/token")
+@documented(tag="devices", ok=DeviceTokenOut, errors=(401, 404))
+@authenticated
+async def rotate_token(request: Request, device_id: int) -> HTTPResponse:
+    """Issue a new device token; the old one stops working and its sockets close."""
+    relay = app_context(request).relay
+    token = await revocation.rotate_device_token(request.ctx.user, device_id, relay)
+    return json({"device_token": token})
+
+
+@bp.delete("/<device_id:int>")
+@documented(tag="devices", ok=Deleted, errors=(401, 404))
+@authenticated
+async def delete_device(request: Request, device_id: int) -> HTTPResponse:
+    """Delete a device with its pairings; its socket closes and nothing more is routed to it."""
+    await revocation.remove_device(request.ctx.user, device_id, app_context(request).relay)
+    return json({"status": "deleted"})

@@ -1,41 +1,68 @@
-"""Pairing: a host's owner asks for a code, a client of the same account spends it."""
+"""Pairing: a host's owner asks for a code, a client of the same account spends it; pairings
+can be listed and removed."""
 
 from __future__ import annotations
 
+from pydantic import RootModel
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from simbridge.schemas import HostQuery, PairCodeOut, PairConfirm, PairedOut
-from simbridge.services.pairing import confirm_pairing, create_pairing_code
+from simbridge.schemas import Deleted, HostQuery, PairCodeOut, PairConfirm, PairedOut, PairingOut
+from simbridge.services import pairing
+from simbridge.web.addresses import client_address
 from simbridge.web.auth import authenticated
 from simbridge.web.context import app_context
 from simbridge.web.docs import documented
 from simbridge.web.parsing import parse_body, parse_query
 
-bp = Blueprint("pairing", url_prefix="/pair")
+bp = Blueprint("pairing")
 
 
-@bp.post("")
-@documented(tag="pairing", query=HostQuery, ok=PairCodeOut, errors=(401, 403, 404, 422))
+class PairingList(RootModel[list[PairingOut]]):
+    pass
+
+
+@bp.post("/pair")
+@documented(tag="pairing", query=HostQuery, ok=PairCodeOut, errors=(401, 403, 404, 422, 429))
 @authenticated
 async def create_code(request: Request) -> HTTPResponse:
     """Create a single-use 6-digit pairing code for one of your hosts."""
     query = parse_query(request, HostQuery)
     settings = app_context(request).settings
-    code = await create_pairing_code(request.ctx.user, query.host_device_id, settings)
+    code = await pairing.create_pairing_code(request.ctx.user, query.host_device_id, settings)
     return json({"code": code, "expires_in_seconds": settings.pairing_code_ttl_seconds})
 
 
-@bp.post("/confirm")
-@documented(tag="pairing", body=PairConfirm, ok=PairedOut, errors=(400, 401, 403, 404))
+@bp.post("/pair/confirm")
+@documented(tag="pairing", body=PairConfirm, ok=PairedOut, errors=(400, 401, 403, 404, 429))
 @authenticated
 async def confirm(request: Request) -> HTTPResponse:
     """Spend a pairing code to pair its host with one of your clients."""
     body = parse_body(request, PairConfirm)
     ctx = app_context(request)
-    pairing = await confirm_pairing(
-        request.ctx.user, body.code, body.client_device_id, ctx.settings, ctx.relay.directory
+    user = request.ctx.user
+    guard = ctx.guard.pairing(user.id, client_address(request, ctx.settings))
+    paired = await pairing.confirm_pairing(
+        user, body.code, body.client_device_id, ctx.settings, ctx.relay.directory, guard
     )
     return json(
-        {"status": "paired", "pairing_id": pairing.id, "host_device_id": pairing.host_device_id}
+        {"status": "paired", "pairing_id": paired.id, "host_device_id": paired.host_device_id}
     )
+
+
+@bp.get("/pairings")
+@documented(tag="pairing", ok=PairingList, errors=(401,))
+@authenticated
+async def list_pairings(request: Request) -> HTTPResponse:
+    """List the pairings of your devices."""
+    return json(await pairing.list_pairings(request.ctx.user))
+
+
+@bp.delete("/pairings/<pairing_id:int>")
+@documented(tag="pairing", ok=Deleted, errors=(401, 404))
+@authenticated
+async def delete_pairing(request: Request, pairing_id: int) -> HTTPResponse:
+    """Unpair a host and a client; nothing more is routed between them."""
+    directory = app_context(request).relay.directory
+    await pairing.delete_pairing(request.ctx.user, pairing_id, directory)
+    return json({"status": "deleted"})

@@ -14,7 +14,8 @@ from sanic_ext.extensions.openapi import openapi
 from simbridge import __version__
 from simbridge.config import Settings, load_settings, validate
 from simbridge.web.context import AppContext, SimBridgeApp
-from simbridge.web.errors import register_error_handlers
+from simbridge.web.errors import RedactingErrorHandler, register_error_handlers
+from simbridge.web.headers import add_security_headers
 from simbridge.web.lifecycle import setup_lifecycle
 
 DEFAULT_BLUEPRINTS = (
@@ -36,10 +37,16 @@ def create_app(
     """Build the app; `settings` default to the environment, validated here."""
     settings = validate(settings or load_settings())
     logging.getLogger("simbridge").setLevel(settings.log_level.upper())
-    app: SimBridgeApp = Sanic(name, ctx=AppContext(settings=settings), dumps=_dumps)
+    app: SimBridgeApp = Sanic(
+        name,
+        ctx=AppContext(settings=settings),
+        dumps=_dumps,
+        error_handler=RedactingErrorHandler(),
+    )
     _configure_server(app, settings)
     _describe_api(app)
     register_error_handlers(app)
+    app.on_response(add_security_headers)
     for module_name in blueprints:
         app.blueprint(import_module(module_name).bp)
     _leave_sockets_out_of_openapi(app)
@@ -63,6 +70,7 @@ def _configure_server(app: Sanic, settings: Settings) -> None:
             "WEBSOCKET_PING_INTERVAL": settings.ws_ping_interval,
             "WEBSOCKET_PING_TIMEOUT": settings.ws_ping_timeout,
             "GRACEFUL_SHUTDOWN_TIMEOUT": settings.graceful_shutdown_seconds,
+            "CORS_ORIGINS": settings.cors_origins,  # empty: no cross-origin REST at all
         }
     )
 

@@ -14,6 +14,7 @@ from sanic.worker.loader import AppLoader
 
 from simbridge.config import ConfigError, Settings, load_settings, validate
 from simbridge.db import apply_migrations
+from simbridge.web.socket import SimBridgeProtocol
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +57,7 @@ def serve_forever(settings: Settings) -> int:
         single_process=single,
         access_log=False,
         motd=False,
+        protocol=SimBridgeProtocol,
     )
     where = f"http://{settings.host}:{settings.port}"
     logging.getLogger("simbridge").info("listening on %s (API docs at %s/docs)", where, where)

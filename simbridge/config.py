@@ -53,6 +53,25 @@ class Settings:
     log_flush_seconds: float = 0.05
     log_queue_size: int = 10_000
     graceful_shutdown_seconds: float = 8.0
+    login_failures_per_username: int = 5
+    login_failures_per_address: int = 20
+    login_window_seconds: float = 300.0
+    registrations_per_address: int = 10
+    registration_window_seconds: float = 3600.0
+    pair_failures_per_user: int = 10
+    pair_failures_per_address: int = 10
+    pair_window_seconds: float = 600.0
+    ws_messages_per_second: float = 50.0
+    ws_message_burst: int = 200
+    max_sockets_per_user: int = 50
+    max_devices_per_user: int = 100
+    max_live_codes_per_host: int = 3
+    max_live_codes_per_user: int = 5
+    max_json_depth: int = 32
+    trusted_proxy_header: str = ""
+    trusted_proxies: str = "127.0.0.1,::1"
+    allowed_origins: str = ""
+    cors_origins: str = ""
     broker: str = "memory"
     workers: int = 1
     access_log: bool = False
@@ -69,6 +88,16 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """Browser origins allowed to open a WebSocket (requests without `Origin` always are)."""
+        return _split(self.allowed_origins)
+
+    @property
+    def proxies(self) -> frozenset[str]:
+        """Peer addresses whose `trusted_proxy_header` names the real client."""
+        return _split(self.trusted_proxies)
 
     def problems(self) -> list[str]:
         """Every reason these settings cannot run a server, as sentences a person can act on."""
@@ -115,9 +144,28 @@ _POSITIVE = (
     "log_queue_size",
     "graceful_shutdown_seconds",
     "workers",
+    "login_failures_per_username",
+    "login_failures_per_address",
+    "login_window_seconds",
+    "registrations_per_address",
+    "registration_window_seconds",
+    "pair_failures_per_user",
+    "pair_failures_per_address",
+    "pair_window_seconds",
+    "ws_messages_per_second",
+    "ws_message_burst",
+    "max_sockets_per_user",
+    "max_devices_per_user",
+    "max_live_codes_per_host",
+    "max_live_codes_per_user",
+    "max_json_depth",
 )
 _URL_SCHEMES = ("sqlite://", "postgres://", "postgresql://", "psycopg://", "asyncpg://")
 _UNPREFIXED = ("jwt_secret", "db_path", "database_url", "host", "port")
+
+
+def _split(listing: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in listing.split(",") if item.strip())
 
 
 def env_name(field_name: str) -> str:

@@ -29,6 +29,9 @@ class SimBridgeError(Exception):
         """The JSON error body: `detail` first, then any extra fields."""
         return {"detail": self.detail, **self.extra}
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
 
 class InvalidCredentials(SimBridgeError):
     status = 401
@@ -48,6 +51,23 @@ class NotFound(SimBridgeError):
 class UsernameTaken(SimBridgeError):
     status = 409
     message = "Username already registered"
+
+
+class LimitReached(SimBridgeError):
+    status = 409
+    message = "Limit reached"
+
+
+class TooManyRequests(SimBridgeError):
+    status = 429
+    message = "Too many attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many attempts; try again in {retry_after} seconds")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class InvalidPairingCode(SimBridgeError):

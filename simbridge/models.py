@@ -23,6 +23,7 @@ class User(Model):
     id = fields.IntField(primary_key=True)
     username = fields.CharField(max_length=32, unique=True)
     password_hash = fields.CharField(max_length=128)
+    token_version = fields.IntField(default=0)  # bumped to revoke every older token at once
     created_at = fields.DatetimeField(auto_now_add=True)
 
     devices: fields.ReverseRelation[Device]
@@ -38,7 +39,7 @@ class Device(Model):
     )
     name = fields.CharField(max_length=64)
     device_type = fields.CharEnumField(DeviceType, max_length=6)
-    device_token = fields.CharField(max_length=128, null=True)
+    device_token = fields.CharField(max_length=128, null=True)  # SHA-256 of the device token
     last_seen = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 

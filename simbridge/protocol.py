@@ -24,25 +24,53 @@ NO_PAIRED_CLIENT = '{"error":"no paired client"}'
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_SLOW = 1008
 CLOSE_REPLACED = 4000
+CLOSE_REVOKED = 4001  # the credential that opened the socket was revoked or rotated
+CLOSE_REMOVED = 4002  # the device was deleted
 
 
 class InvalidFrame(Exception):
     """The frame is not JSON or not a JSON object."""
 
 
+class TooDeep(Exception):
+    """The JSON nests deeper than allowed."""
+
+
 def encode(frame: dict[str, Any]) -> str:
     return orjson.dumps(frame).decode()
 
 
-def decode(raw: str | bytes) -> dict[str, Any]:
-    """Parse one frame; raises `InvalidFrame` unless it is a JSON object."""
+def decode(raw: str | bytes, max_depth: int) -> dict[str, Any]:
+    """Parse one frame; raises `InvalidFrame` unless it is a JSON object of at most
+    `max_depth` levels (`TooDeep` otherwise)."""
     try:
         frame = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidFrame from exc
     if not isinstance(frame, dict):
         raise InvalidFrame
+    if nests_deeper(raw, frame, max_depth):
+        raise TooDeep
     return frame
+
+
+def nests_deeper(raw: str | bytes, value: Any, max_depth: int) -> bool:
+    """Whether `value` (parsed from `raw`) has more than `max_depth` levels of arrays/objects.
+
+    Counting brackets in the text first settles nearly every frame at C speed; only a text
+    with more brackets than the limit is walked.
+    """
+    opening = ("[", "{") if isinstance(raw, str) else (b"[", b"{")
+    if raw.count(opening[0]) + raw.count(opening[1]) <= max_depth:  # type: ignore[arg-type]
+        return False
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        node, depth = level.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        level.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def with_req_id(raw: str, req_id: str) -> str:
@@ -53,6 +81,14 @@ def with_req_id(raw: str, req_id: str) -> str:
     """
     opening = raw.index("{") + 1
     return f'{raw[:opening]}"req_id":"{req_id}",{raw[opening:]}'
+
+
+def rate_limited(req_id: Any) -> str:
+    return encode({"error": "rate_limited", "req_id": req_id})
+
+
+def too_deep(max_depth: int) -> str:
+    return encode({"error": "too deeply nested", "max_depth": max_depth})
 
 
 def connected(device_id: int) -> str:

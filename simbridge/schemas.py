@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from simbridge.models import MAX_ID
 
@@ -20,17 +20,26 @@ class Body(BaseModel):
 
 
 # --- requests ---------------------------------------------------------------------------------
+def _fits_bcrypt(value: str) -> str:
+    size = len(value.encode())
+    if not 6 <= size <= 72:
+        raise ValueError(f"must be 6 to 72 bytes long (bcrypt's limit), not {size}")
+    return value
+
+
+Password = Annotated[
+    str, AfterValidator(_fits_bcrypt), Field(description="6 to 72 bytes once UTF-8 encoded")
+]
+
+
 class Credentials(Body):
     username: Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
-    password: Annotated[str, Field(description="6 to 72 bytes once UTF-8 encoded")]
+    password: Password
 
-    @field_validator("password")
-    @classmethod
-    def password_fits_bcrypt(cls, value: str) -> str:
-        size = len(value.encode())
-        if not 6 <= size <= 72:
-            raise ValueError(f"must be 6 to 72 bytes long (bcrypt's limit), not {size}")
-        return value
+
+class PasswordChange(Body):
+    current_password: Annotated[str, Field(max_length=1024)]
+    new_password: Password
 
 
 class LoginBody(Body):
@@ -83,15 +92,37 @@ class TokenOut(BaseModel):
     user_id: int
 
 
+class DeviceOut(BaseModel):
+    id: int
+    name: str
+    type: Literal["host", "client"]
+    is_online: bool
+    last_seen: datetime | None
+
+
 class DeviceCreated(BaseModel):
     id: int
     name: str
     type: Literal["host", "client"]
     is_online: bool
+    device_token: str = Field(
+        description="Opens this device's WebSocket instead of the user token; shown only once"
+    )
 
 
-class DeviceOut(DeviceCreated):
-    last_seen: datetime | None
+class DeviceTokenOut(BaseModel):
+    device_token: str
+
+
+class PairingOut(BaseModel):
+    id: int
+    host_device_id: int
+    client_device_id: int
+    created_at: datetime
+
+
+class Deleted(BaseModel):
+    status: Literal["deleted"]
 
 
 class PairCodeOut(BaseModel):

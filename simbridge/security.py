@@ -2,17 +2,34 @@
 
 bcrypt is slow on purpose (about 0.3 s at cost 12), so it always runs in a worker thread:
 one login must never stall the messages every other device is relaying.
+
+Two kinds of credential open a device's socket:
+- a user token: a JWT (HS256 only) with `sub`, `iat`, `exp` and `ver`, the user's token
+  version; bumping the version revokes every older token at once;
+- a device token: a random secret shown once when the device is registered (or rotated),
+  stored only as its SHA-256; it opens that one device's socket and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
 from datetime import datetime
 
 import bcrypt
 import jwt
 
 ALGORITHM = "HS256"
+DEVICE_TOKEN_PREFIX = "sbd_"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    version: int
 
 
 async def hash_password(password: str, rounds: int) -> str:
@@ -25,14 +42,19 @@ async def verify_password(password: str, password_hash: str) -> bool:
     return await asyncio.to_thread(bcrypt.checkpw, password.encode(), password_hash.encode())
 
 
-def create_token(user_id: int, secret: str, now: datetime, ttl_seconds: int) -> str:
+def create_token(
+    user_id: int, secret: str, now: datetime, ttl_seconds: int, version: int = 0
+) -> str:
     issued = int(now.timestamp())
-    claims = {"sub": str(user_id), "iat": issued, "exp": issued + ttl_seconds}
+    claims = {"sub": str(user_id), "iat": issued, "exp": issued + ttl_seconds, "ver": version}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def user_id_from_token(token: str, secret: str, now: datetime) -> int | None:
-    """The user id a valid token names, or None for a forged, expired or malformed one."""
+def read_token(token: str, secret: str, now: datetime) -> TokenClaims | None:
+    """The claims of a valid token, or None for a forged, expired or malformed one.
+
+    Tokens issued before token versions existed carry no `ver`: they count as version 0.
+    """
     try:
         claims = jwt.decode(
             token,
@@ -40,8 +62,26 @@ def user_id_from_token(token: str, secret: str, now: datetime) -> int | None:
             algorithms=[ALGORITHM],
             options={"require": ["sub", "iat", "exp"], "verify_exp": False},
         )
-        if claims["exp"] <= now.timestamp():
+        version = claims.get("ver", 0)
+        if claims["exp"] <= now.timestamp() or type(version) is not int:
             return None
-        return int(claims["sub"])
+        return TokenClaims(user_id=int(claims["sub"]), version=version)
     except (jwt.InvalidTokenError, ValueError, TypeError):
         return None
+
+
+def new_device_token() -> str:
+    return DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_device_token(token: str) -> bool:
+    return token.startswith(DEVICE_TOKEN_PREFIX)
+
+
+def device_token_digest(token: str) -> str:
+    """What is stored of a device token. SHA-256 suffices: the token has 256 random bits."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def device_token_matches(token: str, digest: str | None) -> bool:
+    return digest is not None and hmac.compare_digest(device_token_digest(token), digest)

@@ -485,7 +485,7 @@ async def test_request_unknown_route_returns_404_json(world: World) -> None:
     paths = [
         "/",
         "/nope",
-        "/devices/1",
+        "/devices/1/nothing",
         "/auth",
         "/auth/register/now",
         "/history/1",

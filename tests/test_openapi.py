@@ -9,12 +9,18 @@ import pytest
 
 # path, method, whether it takes a JSON body, the error statuses it documents
 ENDPOINTS = [
-    ("/auth/register", "post", True, {400, 409, 413, 422}),
-    ("/auth/login", "post", True, {400, 401, 413, 422}),
-    ("/devices", "post", True, {400, 401, 413, 422}),
+    ("/auth/register", "post", True, {400, 409, 413, 422, 429}),
+    ("/auth/login", "post", True, {400, 401, 413, 422, 429}),
+    ("/auth/password", "post", True, {400, 401, 413, 422, 429}),
+    ("/auth/logout-all", "post", False, {401}),
+    ("/devices", "post", True, {400, 401, 409, 413, 422}),
     ("/devices", "get", False, {401}),
-    ("/pair", "post", False, {401, 403, 404, 422}),
-    ("/pair/confirm", "post", True, {400, 401, 403, 404, 413, 422}),
+    ("/devices/{device_id}/token", "post", False, {401, 404}),
+    ("/devices/{device_id}", "delete", False, {401, 404}),
+    ("/pair", "post", False, {401, 403, 404, 422, 429}),
+    ("/pair/confirm", "post", True, {400, 401, 403, 404, 413, 422, 429}),
+    ("/pairings", "get", False, {401}),
+    ("/pairings/{pairing_id}", "delete", False, {401, 404}),
     ("/sms", "post", True, {400, 401, 403, 404, 413, 422, 503}),
     ("/call", "post", True, {400, 401, 403, 404, 413, 422, 503}),
     ("/sims", "get", False, {401, 403, 404, 422, 503}),

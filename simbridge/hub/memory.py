@@ -31,14 +31,14 @@ class MemoryBroker:
         connections = list(self._connections.values())
         self._connections.clear()
         await asyncio.gather(
-            *(_close_quietly(conn, CLOSE_GOING_AWAY, "server shutdown") for conn in connections)
+            *(close_quietly(conn, CLOSE_GOING_AWAY, "server shutdown") for conn in connections)
         )
 
     async def attach(self, device_id: int, conn: Connection) -> None:
         previous = self._connections.get(device_id)
         self._connections[device_id] = conn
         if previous is not None and previous is not conn:
-            await _close_quietly(previous, CLOSE_REPLACED, "replaced")
+            await close_quietly(previous, CLOSE_REPLACED, "replaced")
 
     async def detach(self, device_id: int, conn: Connection) -> bool:
         if self._connections.get(device_id) is not conn:
@@ -68,10 +68,10 @@ class MemoryBroker:
     async def disconnect(self, device_id: int, code: int, reason: str) -> None:
         conn = self._connections.pop(device_id, None)
         if conn is not None:
-            await _close_quietly(conn, code, reason)
+            await close_quietly(conn, code, reason)
 
 
-async def _close_quietly(conn: Connection, code: int, reason: str) -> None:
+async def close_quietly(conn: Connection, code: int, reason: str) -> None:
     """Close politely, and abort if the peer does not take the close frame within a second."""
     try:
         await asyncio.wait_for(conn.close(code, reason), CLOSE_WAIT_SECONDS)

@@ -1,22 +1,27 @@
-"""Registering users, logging them in, and knowing who a token belongs to."""
+"""Registering users, logging them in, revoking their tokens and knowing who a token is."""
 
 from __future__ import annotations
 
 import asyncio
 from functools import cache
+from typing import Any
 
 import bcrypt
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
 
 from simbridge.config import Settings
 from simbridge.errors import InvalidCredentials, UsernameTaken
 from simbridge.models import MAX_ID, User
-from simbridge.security import create_token, hash_password, user_id_from_token, verify_password
+from simbridge.security import create_token, hash_password, read_token, verify_password
+from simbridge.services.guard import Rules
 
 WRONG_LOGIN = "Incorrect username or password"
 
 
-async def register_user(username: str, password: str, settings: Settings) -> User:
+async def register_user(username: str, password: str, settings: Settings, guard: Rules) -> User:
+    await guard.check()
+    await guard.record()
     if await User.exists(username=username):
         raise UsernameTaken()
     password_hash = await hash_password(password, settings.bcrypt_rounds)
@@ -26,32 +31,81 @@ async def register_user(username: str, password: str, settings: Settings) -> Use
         raise UsernameTaken() from exc
 
 
-async def login(username: str, password: str, settings: Settings) -> tuple[str, int]:
-    """A fresh token and the user id; the same error, after the same work, for any mistake."""
+async def login(username: str, password: str, settings: Settings, guard: Rules) -> tuple[str, int]:
+    """A fresh token and the user id.
+
+    Any mistake gets the same error after the same work (an unknown name is checked against
+    a dummy hash), and a name that is locked out stays locked whether or not it exists.
+    """
+    await guard.check()
     user = await User.get_or_none(username=username)
+    if not await _password_matches(user, password, settings):
+        await guard.record()
+        raise InvalidCredentials(WRONG_LOGIN)
+    assert user is not None
+    await guard.succeeded()
+    return issue_token(user, settings), user.id
+
+
+async def change_password(
+    user: User, current: str, new: str, settings: Settings, guard: Rules
+) -> str:
+    """Set a new password and revoke every token issued before; returns a fresh token.
+
+    `guard` is the user's login rules: guessing the current password here is brute force too.
+    """
+    await guard.check()
+    if not await _password_matches(user, current, settings):
+        await guard.record()
+        raise InvalidCredentials("Current password is incorrect")
+    password_hash = await hash_password(new, settings.bcrypt_rounds)
+    await _bump_token_version(user, password_hash=password_hash)
+    return issue_token(user, settings)
+
+
+async def revoke_tokens(user: User, settings: Settings) -> str:
+    """Revoke every token of the user issued so far; returns a fresh one."""
+    await _bump_token_version(user)
+    return issue_token(user, settings)
+
+
+async def user_for_token(token: str | None, settings: Settings) -> tuple[User, int]:
+    """The user a valid, unrevoked token names, and the token's version."""
+    if not token:
+        raise InvalidCredentials("Not authenticated: send Authorization: Bearer <token>")
+    claims = read_token(token, settings.jwt_secret, settings.clock())
+    known = claims is not None and 1 <= claims.user_id <= MAX_ID
+    user = await User.get_or_none(id=claims.user_id) if claims and known else None
+    if user is None or claims is None or claims.version != user.token_version:
+        raise InvalidCredentials()
+    return user, claims.version
+
+
+def issue_token(user: User, settings: Settings) -> str:
+    return create_token(
+        user.id,
+        settings.jwt_secret,
+        settings.clock(),
+        settings.token_ttl_seconds,
+        version=user.token_version,
+    )
+
+
+async def _bump_token_version(user: User, **changes: Any) -> None:
+    """One atomic UPDATE, so two concurrent revocations cannot undo each other."""
+    await User.filter(id=user.id).update(token_version=F("token_version") + 1, **changes)
+    await user.refresh_from_db(fields=["token_version"])
+
+
+async def _password_matches(user: User | None, password: str, settings: Settings) -> bool:
     if user is not None:
         stored_hash = user.password_hash
     else:
         stored_hash = await asyncio.to_thread(_dummy_hash, settings.bcrypt_rounds)
     try:
-        matches = await verify_password(password, stored_hash)
+        return await verify_password(password, stored_hash) and user is not None
     except ValueError:  # over bcrypt's 72 bytes: cannot be anyone's password
-        matches = False
-    if user is None or not matches:
-        raise InvalidCredentials(WRONG_LOGIN)
-    token = create_token(user.id, settings.jwt_secret, settings.clock(), settings.token_ttl_seconds)
-    return token, user.id
-
-
-async def user_for_token(token: str | None, settings: Settings) -> User:
-    if not token:
-        raise InvalidCredentials("Not authenticated: send Authorization: Bearer <token>")
-    user_id = user_id_from_token(token, settings.jwt_secret, settings.clock())
-    known = user_id is not None and 1 <= user_id <= MAX_ID
-    user = await User.get_or_none(id=user_id) if known else None
-    if user is None:
-        raise InvalidCredentials()
-    return user
+        return False
 
 
 @cache

@@ -1,13 +1,14 @@
-"""Devices and the one ownership rule every device id passes through."""
+"""Devices, their credentials, and the one ownership rule every device id passes through."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from simbridge.clock import Clock
-from simbridge.errors import Forbidden, NotFound
+from simbridge.errors import Forbidden, InvalidCredentials, LimitReached, NotFound
 from simbridge.hub import Broker
 from simbridge.models import MAX_ID, Device, DeviceType, User
+from simbridge.security import device_token_digest, device_token_matches, new_device_token
 
 
 async def owned_device(user: User, device_id: int, device_type: DeviceType | None) -> Device:
@@ -25,14 +26,42 @@ async def owned_device(user: User, device_id: int, device_type: DeviceType | Non
     return device
 
 
-async def create_device(user: User, name: str, device_type: DeviceType) -> dict[str, Any]:
-    device = await Device.create(user=user, name=name, device_type=device_type)
+async def device_for_token(token: str, device_id: int, device_type: DeviceType) -> Device:
+    """The device a device token opens: its own socket only, on the path of its type."""
+    device = await Device.get_or_none(id=device_id) if 1 <= device_id <= MAX_ID else None
+    if device is None or not device_token_matches(token, device.device_token):
+        raise InvalidCredentials("Invalid device token")
+    if device.device_type != device_type:
+        raise Forbidden(f"Device {device_id} is not a {device_type.value} device")
+    return device
+
+
+async def create_device(
+    user: User, name: str, device_type: DeviceType, max_devices: int
+) -> dict[str, Any]:
+    """Register a device; the reply carries its device token, which is never shown again."""
+    if await Device.filter(user_id=user.id).count() >= max_devices:
+        raise LimitReached(f"An account may register at most {max_devices} devices")
+    token = new_device_token()
+    device = await Device.create(
+        user=user, name=name, device_type=device_type, device_token=device_token_digest(token)
+    )
     return {
         "id": device.id,
         "name": device.name,
         "type": device.device_type.value,
         "is_online": False,
+        "device_token": token,
     }
+
+
+async def rotate_device_token(user: User, device_id: int) -> str:
+    """A new device token for the caller's device; the old one stops working now."""
+    device = await owned_device(user, device_id, None)
+    token = new_device_token()
+    device.device_token = device_token_digest(token)
+    await device.save(update_fields=["device_token"])
+    return token
 
 
 async def list_devices(user: User, broker: Broker) -> list[dict[str, Any]]:

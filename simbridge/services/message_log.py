@@ -99,5 +99,10 @@ class MessageLogWriter:
         ]
         try:
             await asyncio.shield(MessageLog.bulk_create(rows))
-        except Exception:
-            log.exception("could not store %d message log rows", len(rows))
+        except Exception:  # e.g. a device deleted since: keep every row that can be kept
+            log.warning("batch of %d log rows refused; storing them one by one", len(rows))
+            for row in rows:
+                try:
+                    await asyncio.shield(row.save())
+                except Exception:
+                    log.exception("could not store the log row of a %s", row.msg_type)

@@ -10,58 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from simbridge import protocol
-from simbridge.clock import Clock
+from simbridge.config import Settings
 from simbridge.errors import HostOffline
 from simbridge.hub import Broker, Connection
+from simbridge.hub.memory import close_quietly
+from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
 from simbridge.protocol import COMMAND, EVENT, PING
 from simbridge.services.devices import mark_seen, owned_device
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.message_log import MessageLogWriter
+from simbridge.services.open_requests import OpenRequests
+from simbridge.services.sessions import DEVICE_TOKEN, USER_TOKEN, Session, Sessions
 
 log = logging.getLogger("simbridge.relay")
-MAX_OPEN_REQUESTS = 100_000
-
-
-class OpenRequests:
-    """Which client asked each host for each `req_id`, so the host's answer goes back to it.
-
-    Kept for `ttl_seconds` (a call's CALL_STATE events may follow for minutes) and at most
-    `MAX_OPEN_REQUESTS` entries, oldest dropped first.
-    """
-
-    def __init__(self, clock: Clock, ttl_seconds: float) -> None:
-        self._clock = clock
-        self._ttl = ttl_seconds
-        self._askers: OrderedDict[tuple[int, Any], tuple[int, float]] = OrderedDict()
-
-    def remember(self, host_id: int, req_id: Any, client_id: int) -> None:
-        if not _is_key(req_id):
-            return
-        now = self._clock().timestamp()
-        key = (host_id, req_id)
-        self._askers.pop(key, None)
-        self._askers[key] = (client_id, now + self._ttl)
-        while self._askers and (
-            len(self._askers) > MAX_OPEN_REQUESTS or next(iter(self._askers.values()))[1] <= now
-        ):
-            self._askers.popitem(last=False)
-
-    def asker(self, host_id: int, req_id: Any) -> int | None:
-        if not _is_key(req_id):
-            return None
-        entry = self._askers.get((host_id, req_id))
-        if entry is None or entry[1] <= self._clock().timestamp():
-            return None
-        return entry[0]
-
-
-def _is_key(req_id: Any) -> bool:
-    return isinstance(req_id, (str, int)) and not isinstance(req_id, bool)
 
 
 def _device_id(value: Any) -> int | None:
@@ -75,64 +41,88 @@ class Relay:
         broker: Broker,
         directory: PairingDirectory,
         writer: MessageLogWriter,
-        clock: Clock,
-        correlation_seconds: float,
+        settings: Settings,
     ) -> None:
         self.broker = broker
         self.directory = directory
         self.writer = writer
-        self._clock = clock
-        self._open_requests = OpenRequests(clock, correlation_seconds)
-        self._sessions: set[Connection] = set()
-        self._all_closed = asyncio.Event()
-        self._all_closed.set()
+        self._settings = settings
+        self._clock = settings.clock
+        self._open_requests = OpenRequests(settings.clock, settings.request_correlation_seconds)
+        self._sessions = Sessions()
 
     # --- sockets --------------------------------------------------------------------------
-    async def connect(self, device_id: int, conn: Connection) -> None:
+    def has_room(self, user_id: int, device_id: int) -> bool:
+        """Whether the user may open one more socket (replacing a device's own does not count)."""
+        return (
+            self._sessions.others_of_user(user_id, device_id) < self._settings.max_sockets_per_user
+        )
+
+    async def connect(
+        self, conn: Connection, device_id: int, user_id: int, token_version: int | None
+    ) -> Session:
         """Greet the socket, then make it the device's live connection."""
-        self._sessions.add(conn)
-        self._all_closed.clear()
+        session = Session(
+            conn=conn,
+            device_id=device_id,
+            user_id=user_id,
+            credential=USER_TOKEN if token_version is not None else DEVICE_TOKEN,
+            token_version=token_version,
+            bucket=TokenBucket(
+                self._settings.ws_messages_per_second, self._settings.ws_message_burst
+            ),
+        )
+        self._sessions.add(session)
         await conn.send(protocol.connected(device_id))
         await self.broker.attach(device_id, conn)
         await mark_seen(device_id, self._clock)
+        return session
 
-    async def disconnect(self, device_id: int, conn: Connection) -> None:
+    async def disconnect(self, session: Session) -> None:
         """Called once the socket's handler is done with it, whatever ended it.
 
         Shielded: Sanic cancels the handler when the TCP connection drops, and the device
         must still go offline and get its `last_seen`.
         """
-        await asyncio.shield(self._detach(device_id, conn))
+        await asyncio.shield(self._detach(session))
 
-    async def _detach(self, device_id: int, conn: Connection) -> None:
+    async def _detach(self, session: Session) -> None:
         try:
-            if await self.broker.detach(device_id, conn):
-                await mark_seen(device_id, self._clock)
+            if await self.broker.detach(session.device_id, session.conn):
+                await mark_seen(session.device_id, self._clock)
         finally:
-            self._sessions.discard(conn)
-            if not self._sessions:
-                self._all_closed.set()
+            self._sessions.remove(session)
+
+    async def close_sessions(
+        self, user_id: int, which: Callable[[Session], bool], code: int, reason: str
+    ) -> None:
+        """Close the user's sockets that `which` selects (revoked credentials, removed devices)."""
+        for session in self._sessions.matching(user_id, which):
+            await self.broker.detach(session.device_id, session.conn)
+            await close_quietly(session.conn, code, reason)
 
     async def shutdown(self, timeout: float) -> None:
         """Close every socket with 1001 and wait (up to `timeout`) for their handlers to end,
         so no frame that was already read is dropped half-way."""
         await self.broker.stop()
-        try:
-            await asyncio.wait_for(self._all_closed.wait(), timeout)
-        except TimeoutError:
+        if not await self._sessions.wait_until_none(timeout):
             log.warning("%d socket handlers still busy at shutdown", len(self._sessions))
 
-    async def handle(self, sender_id: int, raw: str | bytes) -> str | None:
+    async def handle(self, session: Session, raw: str | bytes) -> str | None:
         """Act on one frame from a device; returns the reply for the sender, if any."""
         try:
-            frame = protocol.decode(raw)
+            frame = protocol.decode(raw, self._settings.max_json_depth)
         except protocol.InvalidFrame:
             return protocol.INVALID_JSON
+        except protocol.TooDeep:
+            return protocol.too_deep(self._settings.max_json_depth)
+        if not session.bucket.take():
+            return protocol.rate_limited(frame.get("req_id"))
         kind = frame.get("type")
         if kind == COMMAND:
-            return await self._route_command(sender_id, frame, raw)
+            return await self._route_command(session.device_id, frame, raw)
         if kind == EVENT:
-            return await self._route_event(sender_id, frame, raw)
+            return await self._route_event(session.device_id, frame, raw)
         if kind == PING:
             return protocol.PONG
         return protocol.UNKNOWN_TYPE

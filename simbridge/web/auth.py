@@ -22,13 +22,32 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+SUBPROTOCOL = "simbridge"
+BEARER_SUBPROTOCOL_PREFIX = "bearer."
+
+
 def socket_token(request: Request) -> str | None:
-    """Phone apps send `?token=`; a header works as well."""
-    return request.args.get("token") or bearer_token(request)
+    """The credential of a WebSocket handshake, wherever the client could put it.
+
+    Phone apps send `?token=`. Native clients can send `Authorization: Bearer`. Browsers can
+    set no header, so they offer the subprotocols `simbridge, bearer.<token>`: the server
+    answers `simbridge` and never echoes the token.
+    """
+    return request.args.get("token") or bearer_token(request) or _subprotocol_token(request)
+
+
+def _subprotocol_token(request: Request) -> str | None:
+    offered = request.headers.get("sec-websocket-protocol", "")
+    for protocol in offered.split(","):
+        protocol = protocol.strip()
+        if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
+            return protocol.removeprefix(BEARER_SUBPROTOCOL_PREFIX) or None
+    return None
 
 
 async def current_user(request: Request) -> User:
-    return await user_for_token(bearer_token(request), app_context(request).settings)
+    user, _ = await user_for_token(bearer_token(request), app_context(request).settings)
+    return user
 
 
 def authenticated(handler: Handler) -> Handler:

@@ -11,6 +11,7 @@ from sanic.config import Config
 from simbridge.config import Settings
 
 if TYPE_CHECKING:
+    from simbridge.services.guard import Guard
     from simbridge.services.relay import Relay
 
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 class AppContext:
     settings: Settings
     relay: Relay = field(init=False)
+    guard: Guard = field(init=False)
 
 
 SimBridgeApp = Sanic[Config, AppContext]

@@ -18,9 +18,10 @@ ERROR_MEANINGS = {
     401: "Missing, invalid or expired token; or wrong username or password",
     403: "The device is of the wrong type for this action",
     404: "No such device, or not one of the caller's",
-    409: "Username already taken",
+    409: "Username already taken, or a per-account limit reached",
     413: "Body larger than the configured limit",
     422: "A field is missing, of the wrong type or out of range (see `errors`)",
+    429: "Too many attempts: wait the `Retry-After` seconds",
     503: "The target host has no live WebSocket",
 }
 

@@ -6,6 +6,7 @@ import logging
 
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, json
 
 from simbridge.errors import SimBridgeError
@@ -21,6 +22,19 @@ _SANIC_DETAILS = {
 }
 
 
+class RedactingErrorHandler(ErrorHandler):
+    """Sanic's handler logs the full URL of a failed request, query string (`?token=`)
+    included; this one logs the method and path only."""
+
+    @staticmethod
+    def log(request: Request, exception: Exception) -> None:
+        quiet = getattr(exception, "quiet", False)
+        if quiet is False or getattr(request.app.config, "NOISY_EXCEPTIONS", False):
+            log.error(
+                "error while handling %s %s", request.method, request.path, exc_info=exception
+            )
+
+
 def register_error_handlers(app: Sanic) -> None:
     app.error_handler.add(SimBridgeError, _domain_error)
     app.error_handler.add(SanicException, _framework_error)
@@ -29,7 +43,7 @@ def register_error_handlers(app: Sanic) -> None:
 
 def _domain_error(request: Request, exc: Exception) -> HTTPResponse:
     assert isinstance(exc, SimBridgeError)
-    return json(exc.body(), status=exc.status)
+    return json(exc.body(), status=exc.status, headers=exc.headers())
 
 
 def _framework_error(request: Request, exc: Exception) -> HTTPResponse:

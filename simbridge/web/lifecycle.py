@@ -12,7 +12,9 @@ from tortoise import Tortoise
 from simbridge.config import ConfigError
 from simbridge.db import apply_migrations, tortoise_config
 from simbridge.hub import make_broker
+from simbridge.limits import MemoryLimiter
 from simbridge.services.directory import PairingDirectory
+from simbridge.services.guard import Guard
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
 from simbridge.web.context import AppContext
@@ -56,13 +58,8 @@ async def _start(app: Sanic) -> None:
         queue_size=settings.log_queue_size,
     )
     writer.start()
-    ctx.relay = Relay(
-        broker=broker,
-        directory=PairingDirectory(),
-        writer=writer,
-        clock=settings.clock,
-        correlation_seconds=settings.request_correlation_seconds,
-    )
+    ctx.relay = Relay(broker=broker, directory=PairingDirectory(), writer=writer, settings=settings)
+    ctx.guard = Guard(MemoryLimiter(settings.clock), settings)
 
 
 async def _close_sockets(app: Sanic) -> None:

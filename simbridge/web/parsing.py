@@ -9,6 +9,8 @@ from pydantic import BaseModel, ValidationError
 from sanic import Request
 
 from simbridge.errors import BadRequest, ValidationFailed
+from simbridge.protocol import nests_deeper
+from simbridge.web.context import app_context
 
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -21,6 +23,9 @@ def parse_body(request: Request, schema: type[Schema]) -> Schema:
         raise BadRequest("Request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise BadRequest()
+    max_depth = app_context(request).settings.max_json_depth
+    if nests_deeper(request.body, data, max_depth):
+        raise BadRequest(f"Request body nests deeper than {max_depth} levels")
     return _validate(schema, data, strict=True)
 
 

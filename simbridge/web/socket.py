@@ -1,8 +1,12 @@
-"""Sanic's WebSocket as a hub `Connection`."""
+"""Sanic's WebSocket as a hub `Connection`, and the server protocol that accepts our clients."""
 
 from __future__ import annotations
 
-from sanic import Websocket
+from collections.abc import Sequence
+from typing import Any
+
+from sanic import Request, Websocket
+from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 
 
 class SanicSocket:
@@ -19,3 +23,19 @@ class SanicSocket:
 
     def abort(self, code: int, reason: str) -> None:
         self._ws.fail_connection(code, reason)
+
+
+class SimBridgeProtocol(WebSocketProtocol):
+    """Sanic's protocol, except that a handshake offering no subprotocol is accepted.
+
+    The socket routes offer the `simbridge` subprotocol so that browsers (which pass their
+    token as a subprotocol) get it echoed; websockets would then refuse every client that
+    offers none, which is every phone app. Servers must be started with this protocol.
+    """
+
+    async def websocket_handshake(
+        self, request: Request, subprotocols: Sequence[str] | None = None
+    ) -> Any:
+        if not request.headers.get("sec-websocket-protocol"):
+            subprotocols = None
+        return await super().websocket_handshake(request, subprotocols)

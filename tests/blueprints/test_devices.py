@@ -63,7 +63,7 @@ async def test_create_device_returns_exact_shape(
 
     assert reply.status_code == 200, reply.text
     body = reply.json()
-    assert set(body) == {"id", "name", "type", "is_online"}
+    assert set(body) == {"id", "name", "type", "is_online", "device_token"}
     assert isinstance(body["id"], int)
     assert body["name"] == "Pixel 8"
     assert body["type"] == kind

@@ -22,9 +22,13 @@ from tortoise import connections
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from simbridge.config import Settings
-from simbridge.db import apply_migrations
+from simbridge.db import MIGRATIONS_DIR, apply_migrations
 from tests.helpers import LiveServer, make_account, make_device, pair_devices, receive, send, socket
 
+MIGRATION_FILES = sorted(
+    (path.name for path in (Path(MIGRATIONS_DIR) / "models").glob("[0-9]*_*.py")),
+    key=lambda name: int(name.split("_")[0]),
+)
 TABLES = {"users", "devices", "pairing_codes", "pairings", "message_logs", "aerich"}
 MESSAGE_LOG_INDEXES = {("from_device_id", "id"), ("to_device_id", "id")}
 POSTGRES_URL = os.environ.get(
@@ -73,8 +77,7 @@ async def test_apply_migrations_on_empty_file_creates_schema(tmp_path: Path) -> 
 
     applied = await apply_migrations(settings)
 
-    assert len(applied) == 1
-    assert applied[0].startswith("0_")
+    assert applied == MIGRATION_FILES
     assert TABLES <= sqlite_tables(db_path)
     assert MESSAGE_LOG_INDEXES <= sqlite_index_columns(db_path, "message_logs")
     with closing(sqlite3.connect(db_path)) as db:
@@ -90,7 +93,7 @@ async def test_apply_migrations_twice_in_one_task_applies_nothing_second_time(
 
     assert await apply_migrations(settings) == []
     with closing(sqlite3.connect(tmp_path / "relay.db")) as db:
-        assert db.execute("SELECT count(*) FROM aerich").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM aerich").fetchone() == (len(MIGRATION_FILES),)
 
 
 async def test_server_connection_uses_wal_and_synchronous_normal(server: LiveServer) -> None:
@@ -210,7 +213,7 @@ async def test_apply_migrations_on_postgres_creates_schema(postgres_url: str) ->
     applied = await asyncio.create_task(apply_migrations(settings))
     again = await asyncio.create_task(apply_migrations(settings))
 
-    assert len(applied) == 1
+    assert applied == MIGRATION_FILES
     assert again == []
     tables, indexes = await postgres_schema(postgres_url)
     assert TABLES <= tables
