@@ -5,6 +5,7 @@ Frames are JSON objects; the wire strings here are frozen by the contract.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -37,7 +38,28 @@ class TooDeep(Exception):
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return orjson.dumps(frame).decode()
+    try:
+        return orjson.dumps(frame).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, echoed from a sender
+        return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def exact(raw: str | bytes, key: str, parsed: Any) -> Any:
+    """Top-level `key` of the frame exactly as the sender wrote it.
+
+    orjson reads integers beyond 64 bits as floats; where that can have happened (a float,
+    or a container holding one), the standard parser reads the value again, exactly.
+    """
+    if isinstance(parsed, float | list | dict):
+        return json.loads(raw).get(key)
+    return parsed
+
+
+def with_new_req_id(raw: str | bytes, req_id: str) -> str:
+    """The frame with `"req_id"` replaced, every other value kept exact."""
+    frame = json.loads(raw)
+    frame["req_id"] = req_id
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode(raw: str | bytes, max_depth: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from simbridge.security import create_token, hash_password, read_token, verify_p
 from simbridge.services.guard import Rules
 
 WRONG_LOGIN = "Incorrect username or password"
+USERNAME_MAX_LENGTH = 32
 
 
 async def register_user(username: str, password: str, settings: Settings, guard: Rules) -> User:
@@ -38,7 +39,8 @@ async def login(username: str, password: str, settings: Settings, guard: Rules) 
     a dummy hash), and a name that is locked out stays locked whether or not it exists.
     """
     await guard.check()
-    user = await User.get_or_none(username=username)
+    fits = len(username) <= USERNAME_MAX_LENGTH  # a longer name cannot exist
+    user = await User.get_or_none(username=username) if fits else None
     if not await _password_matches(user, password, settings):
         await guard.record()
         raise InvalidCredentials(WRONG_LOGIN)

@@ -117,7 +117,7 @@ class Relay:
         except protocol.TooDeep:
             return protocol.too_deep(self._settings.max_json_depth)
         if not session.bucket.take():
-            return protocol.rate_limited(frame.get("req_id"))
+            return protocol.rate_limited(protocol.exact(raw, "req_id", frame.get("req_id")))
         kind = frame.get("type")
         if kind == COMMAND:
             return await self._route_command(session.device_id, frame, raw)
@@ -135,7 +135,9 @@ class Relay:
         if "to_device_id" in frame:
             target = _device_id(frame["to_device_id"])
             if target is None or target not in hosts:
-                return protocol.not_paired(frame["to_device_id"])
+                return protocol.not_paired(
+                    protocol.exact(raw, "to_device_id", frame["to_device_id"])
+                )
         elif hosts:
             target = hosts[0]
         else:
@@ -146,41 +148,42 @@ class Relay:
             text = protocol.with_req_id(text, frame["req_id"])
         elif frame["req_id"] is None:
             frame["req_id"] = uuid.uuid4().hex
-            text = protocol.encode(frame)
+            text = protocol.with_new_req_id(text, frame["req_id"])
         self._open_requests.remember(target, frame["req_id"], sender_id)
         if not await self._deliver(sender_id, target, COMMAND, text):
-            return protocol.target_offline(target, frame["req_id"])
+            return _offline(target, frame, raw)
         return None
 
     async def _route_event(
         self, sender_id: int, frame: dict[str, Any], raw: str | bytes
     ) -> str | None:
         clients = await self.directory.clients_of(sender_id)
-        req_id = frame.get("req_id")
         text = _as_text(raw)
         if "to_device_id" in frame:
             target = _device_id(frame["to_device_id"])
             if target is None or target not in clients:
-                return protocol.not_paired(frame["to_device_id"])
+                return protocol.not_paired(
+                    protocol.exact(raw, "to_device_id", frame["to_device_id"])
+                )
         else:
-            target = self._open_requests.asker(sender_id, req_id)
-            if target not in clients:
-                return await self._fan_out(sender_id, clients, text, req_id)
+            target = self._open_requests.asker(sender_id, frame.get("req_id"))
+            if target is None or target not in clients:
+                if not clients:
+                    return protocol.NO_PAIRED_CLIENT
+                if await self._fan_out(sender_id, clients, text):
+                    return None
+                return _offline(clients[0], frame, raw)
         if not await self._deliver(sender_id, target, EVENT, text):
-            return protocol.target_offline(target, req_id)
+            return _offline(target, frame, raw)
         return None
 
-    async def _fan_out(
-        self, sender_id: int, clients: tuple[int, ...], text: str, req_id: Any
-    ) -> str | None:
-        """An unsolicited event goes to every paired client that is online."""
-        if not clients:
-            return protocol.NO_PAIRED_CLIENT
+    async def _fan_out(self, sender_id: int, clients: tuple[int, ...], text: str) -> bool:
+        """An unsolicited event goes to every paired client that is online; True if any."""
         online = await self.broker.online(clients)
         delivered = False
         for client_id in (client for client in clients if client in online):
             delivered = await self._deliver(sender_id, client_id, EVENT, text) or delivered
-        return None if delivered else protocol.target_offline(clients[0], req_id)
+        return delivered
 
     async def _deliver(self, sender_id: int | None, target: int, msg_type: str, text: str) -> bool:
         if not await self.broker.deliver(target, text):
@@ -197,6 +200,10 @@ class Relay:
         if not await self._deliver(None, host_id, COMMAND, text):
             raise HostOffline()
         return req_id
+
+
+def _offline(target: int, frame: dict[str, Any], raw: str | bytes) -> str:
+    return protocol.target_offline(target, protocol.exact(raw, "req_id", frame.get("req_id")))
 
 
 def _as_text(raw: str | bytes) -> str:
