@@ -53,6 +53,9 @@ class Settings:
     log_flush_seconds: float = 0.05
     log_queue_size: int = 10_000
     graceful_shutdown_seconds: float = 8.0
+    retention_days: int = 90
+    retention_interval_seconds: float = 3600.0
+    retention_batch_size: int = 5000
     login_failures_per_username: int = 5
     login_failures_per_address: int = 20
     login_window_seconds: float = 300.0
@@ -144,6 +147,9 @@ _POSITIVE = (
     "log_queue_size",
     "graceful_shutdown_seconds",
     "workers",
+    "retention_days",
+    "retention_interval_seconds",
+    "retention_batch_size",
     "login_failures_per_username",
     "login_failures_per_address",
     "login_window_seconds",

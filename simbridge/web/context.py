@@ -13,6 +13,7 @@ from simbridge.config import Settings
 if TYPE_CHECKING:
     from simbridge.services.guard import Guard
     from simbridge.services.relay import Relay
+    from simbridge.services.retention import RetentionTask
 
 
 @dataclass
@@ -20,6 +21,7 @@ class AppContext:
     settings: Settings
     relay: Relay = field(init=False)
     guard: Guard = field(init=False)
+    retention: RetentionTask = field(init=False)
 
 
 SimBridgeApp = Sanic[Config, AppContext]

@@ -17,6 +17,7 @@ from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Guard
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
+from simbridge.services.retention import RetentionTask
 from simbridge.web.context import AppContext
 
 log = logging.getLogger("simbridge")
@@ -60,6 +61,13 @@ async def _start(app: Sanic) -> None:
     writer.start()
     ctx.relay = Relay(broker=broker, directory=PairingDirectory(), writer=writer, settings=settings)
     ctx.guard = Guard(MemoryLimiter(settings.clock), settings)
+    ctx.retention = RetentionTask(
+        clock=settings.clock,
+        days=settings.retention_days,
+        interval_seconds=settings.retention_interval_seconds,
+        batch_size=settings.retention_batch_size,
+    )
+    ctx.retention.start()
 
 
 async def _close_sockets(app: Sanic) -> None:
@@ -70,6 +78,7 @@ async def _close_sockets(app: Sanic) -> None:
 
 async def _stop(app: Sanic) -> None:
     ctx: AppContext = app.ctx
+    await ctx.retention.stop()
     await ctx.relay.writer.stop()
     await Tortoise.close_connections()
 

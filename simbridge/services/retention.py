@@ -1,0 +1,74 @@
+"""Retention: message log rows older than `retention_days` are deleted, a batch at a time.
+
+Rows are inserted in relay order, so ids grow with `created_at`: pruning walks the table from
+its oldest id and stops at the first row still within retention. Each batch is one short
+DELETE, and the task yields between batches, so relaying and REST never wait long for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from simbridge.clock import Clock
+from simbridge.models import MessageLog
+
+log = logging.getLogger("simbridge.retention")
+MAX_BATCHES_PER_RUN = 10_000  # 50 million rows a pass at the default batch size
+
+
+async def prune_older_than(cutoff: datetime, batch_size: int, max_batches: int) -> int:
+    """Delete rows created before `cutoff`, oldest first; returns how many went."""
+    deleted = 0
+    after_id = 0
+    for _ in range(max_batches):
+        rows = await (
+            MessageLog.filter(id__gt=after_id)
+            .order_by("id")
+            .limit(batch_size)
+            .values_list("id", "created_at")
+        )
+        expired = [row_id for row_id, created_at in rows if created_at < cutoff]
+        if expired:
+            deleted += await MessageLog.filter(id__in=expired).delete()
+        if len(expired) < len(rows) or len(rows) < batch_size:
+            break
+        after_id = rows[-1][0]
+        await asyncio.sleep(0)  # let relaying and requests in between batches
+    return deleted
+
+
+class RetentionTask:
+    """Prunes every `interval_seconds`, from start-up until `stop`."""
+
+    def __init__(self, clock: Clock, days: int, interval_seconds: float, batch_size: int) -> None:
+        self._clock = clock
+        self._keep = timedelta(days=days)
+        self._interval = interval_seconds
+        self._batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="message-log-retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def prune(self) -> int:
+        return await prune_older_than(
+            self._clock() - self._keep, self._batch_size, max_batches=MAX_BATCHES_PER_RUN
+        )
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                deleted = await self.prune()
+                if deleted:
+                    log.info("retention: deleted %d message log rows", deleted)
+            except Exception:
+                log.exception("retention pass failed; trying again next interval")
+            await asyncio.sleep(self._interval)
