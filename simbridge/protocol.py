@@ -55,6 +55,15 @@ def exact(raw: str | bytes, key: str, parsed: Any) -> Any:
     return parsed
 
 
+def req_id_of(raw: str | bytes) -> Any:
+    """The frame's `req_id` if it has one, else None (for replies to frames not acted on)."""
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return exact(raw, "req_id", frame.get("req_id")) if isinstance(frame, dict) else None
+
+
 def with_new_req_id(raw: str | bytes, req_id: str) -> str:
     """The frame with `"req_id"` replaced, every other value kept exact."""
     frame = json.loads(raw)

@@ -110,14 +110,14 @@ class Relay:
 
     async def handle(self, session: Session, raw: str | bytes) -> str | None:
         """Act on one frame from a device; returns the reply for the sender, if any."""
+        if not session.bucket.take():  # every frame counts, well-formed or not
+            return protocol.rate_limited(protocol.req_id_of(raw))
         try:
             frame = protocol.decode(raw, self._settings.max_json_depth)
         except protocol.InvalidFrame:
             return protocol.INVALID_JSON
         except protocol.TooDeep:
             return protocol.too_deep(self._settings.max_json_depth)
-        if not session.bucket.take():
-            return protocol.rate_limited(protocol.exact(raw, "req_id", frame.get("req_id")))
         kind = frame.get("type")
         if kind == COMMAND:
             return await self._route_command(session.device_id, frame, raw)
