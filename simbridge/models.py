@@ -58,7 +58,7 @@ class PairingCode(Model):
     host_device: fields.ForeignKeyRelation[Device] = fields.ForeignKeyField(
         "models.Device", related_name="pairing_codes", on_delete=fields.CASCADE
     )
-    code = fields.CharField(max_length=6)
+    code = fields.CharField(max_length=64)  # HMAC-SHA256 of the code, never the code itself
     expires_at = fields.DatetimeField()
     used = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)

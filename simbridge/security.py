@@ -70,6 +70,11 @@ def read_token(token: str, secret: str, now: datetime) -> TokenClaims | None:
         return None
 
 
+def pairing_code_digest(code: str, secret: str) -> str:
+    """What is stored of a pairing code: keyed, so a database dump does not reveal live codes."""
+    return hmac.new(secret.encode(), b"pairing-code:" + code.encode(), hashlib.sha256).hexdigest()
+
+
 def new_device_token() -> str:
     return DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
 

@@ -17,6 +17,7 @@ from tortoise.expressions import Q
 from simbridge.config import Settings
 from simbridge.errors import InvalidPairingCode, NotFound, TooManyRequests
 from simbridge.models import MAX_ID, DeviceType, Pairing, PairingCode, User
+from simbridge.security import pairing_code_digest
 from simbridge.services.devices import owned_device
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Rules
@@ -41,12 +42,13 @@ async def create_pairing_code(user: User, host_device_id: int, settings: Setting
     expires_at = now + timedelta(seconds=settings.pairing_code_ttl_seconds)
     for _ in range(CODE_ATTEMPTS):
         code = f"{secrets.randbelow(10**CODE_LENGTH):0{CODE_LENGTH}d}"
-        if await PairingCode.exists(code=code, used=False, expires_at__gt=now):
+        digest = pairing_code_digest(code, settings.jwt_secret)
+        if await PairingCode.exists(code=digest, used=False, expires_at__gt=now):
             continue
         created = await PairingCode.create(
-            user=user, host_device=host, code=code, expires_at=expires_at
+            user=user, host_device=host, code=digest, expires_at=expires_at
         )
-        if await PairingCode.filter(code=code, used=False, expires_at__gt=now).count() == 1:
+        if await PairingCode.filter(code=digest, used=False, expires_at__gt=now).count() == 1:
             return code
         await created.delete()
     raise RuntimeError("no free pairing code after several attempts")  # pragma: no cover
@@ -70,7 +72,10 @@ async def confirm_pairing(
     live = None
     if is_code_shaped(code):
         live = await PairingCode.get_or_none(
-            user_id=user.id, code=code, used=False, expires_at__gt=settings.clock()
+            user_id=user.id,
+            code=pairing_code_digest(code, settings.jwt_secret),
+            used=False,
+            expires_at__gt=settings.clock(),
         )
     # Spending is one conditional UPDATE, so two concurrent confirms cannot both win.
     if live is None or not await PairingCode.filter(id=live.id, used=False).update(used=True):

@@ -89,5 +89,6 @@ async def _start_timer(request: Request) -> None:
 
 async def _log_access(request: Request, response: BaseHTTPResponse) -> None:
     """Method, path (never the query string: it may carry a token) and status."""
-    elapsed_ms = (time.perf_counter() - request.ctx.started) * 1000
-    access_log.info("%s %s %s %.1fms", request.method, request.path, response.status, elapsed_ms)
+    started = getattr(request.ctx, "started", None)  # unset if refused by earlier middleware
+    elapsed = f"{(time.perf_counter() - started) * 1000:.1f}ms" if started else "-"
+    access_log.info("%s %s %s %s", request.method, request.path, response.status, elapsed)

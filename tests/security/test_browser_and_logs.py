@@ -1,0 +1,747 @@
+"""What a browser may do, what every reply tells it, and what the logs must never hold.
+
+- A WebSocket handshake that carries an `Origin` must name an allowed one (a page on any site
+  can make a browser open a socket with the user's cookies or a stolen token); phone apps send
+  no `Origin` and are let in.
+- Cross-origin REST is closed unless `cors_origins` names the origin.
+- Every REST reply, success or error, carries headers that forbid sniffing, framing, caching
+  and running it as a page.
+- No log line, at any level, of any logger, holds a credential: the JWT (or its signature),
+  a password, a device token or a pairing code; neither in-process nor in a real server's
+  output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import re
+import signal
+import socket as socket_module
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
+
+from simbridge.config import Settings
+from tests.helpers import RECV_TIMEOUT, Account, Device, LiveServer, make_account, receive, send
+
+EVIL = "https://evil.example"
+APP = "https://app.example"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- WebSocket handshakes -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Handshake:
+    """The outcome of one handshake: 101 (greeted by the server) or the refusing status."""
+
+    status: int
+    body: bytes = b""
+
+
+async def open_socket(
+    ws_url: str,
+    device: Device,
+    token: str | None = None,
+    *,
+    origin: str | None = None,
+    subprotocols: list[str] | None = None,
+    query_token: bool = True,
+) -> Handshake:
+    """Try to open `device`'s socket; an accepted one must greet, then is closed."""
+    url = f"{ws_url}/ws/{device.type}/{device.id}"
+    if token is not None and query_token:
+        url += f"?token={token}"
+    try:
+        async with connect(
+            url,
+            origin=Origin(origin) if origin is not None else None,
+            subprotocols=[Subprotocol(p) for p in subprotocols] if subprotocols else None,
+            open_timeout=RECV_TIMEOUT,
+            close_timeout=2,
+        ) as ws:
+            assert await receive(ws) == {"type": "connected", "device_id": device.id}
+            await send(ws, {"type": "ping"})
+            assert await receive(ws) == {"type": "pong"}
+            return Handshake(101)
+    except InvalidStatus as refused:
+        return Handshake(refused.response.status_code, refused.response.body or b"")
+
+
+async def add_device(http: httpx.AsyncClient, owner: Account, kind: str) -> tuple[Device, str]:
+    reply = await http.post(
+        "/devices", json={"name": f"{owner.username}-{kind}", "type": kind}, headers=owner.headers
+    )
+    assert reply.status_code == 200, reply.text
+    return Device(reply.json()["id"], kind, owner), reply.json()["device_token"]
+
+
+async def is_online(http: httpx.AsyncClient, device: Device) -> bool:
+    reply = await http.get("/devices", headers=device.owner.headers)
+    return any(d["id"] == device.id and d["is_online"] for d in reply.json())
+
+
+@asynccontextmanager
+async def variant(settings: Settings, **changes: Any) -> AsyncIterator[LiveServer]:
+    async with LiveServer.running(dataclasses.replace(settings, **changes)) as live:
+        yield live
+
+
+# --- Origin ---------------------------------------------------------------------------------------
+async def test_open_socket_from_foreign_origin_returns_403(
+    server: LiveServer, http: httpx.AsyncClient, alice: Account
+) -> None:
+    host, device_token = await add_device(http, alice, "host")
+
+    with_user_token = await open_socket(server.ws_url, host, alice.token, origin=EVIL)
+    with_device_token = await open_socket(server.ws_url, host, device_token, origin=EVIL)
+    with_subprotocol = await open_socket(
+        server.ws_url,
+        host,
+        alice.token,
+        origin=EVIL,
+        subprotocols=["simbridge", f"bearer.{alice.token}"],
+        query_token=False,
+    )
+
+    for refused in (with_user_token, with_device_token, with_subprotocol):
+        assert refused.status == 403, refused
+        assert b'"detail"' in refused.body
+    assert not await is_online(http, host)
+
+
+async def test_open_socket_without_origin_succeeds(
+    server: LiveServer, http: httpx.AsyncClient, alice: Account
+) -> None:
+    """Phone apps send no Origin: by default they are all that may connect."""
+    host, device_token = await add_device(http, alice, "host")
+
+    assert await open_socket(server.ws_url, host, alice.token) == Handshake(101)
+    assert await open_socket(server.ws_url, host, device_token) == Handshake(101)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        EVIL,
+        "null",  # sandboxed iframes and file:// pages
+        "http://app.example",  # same host, another scheme
+        "https://app.example.evil.example",  # the allowed origin as a prefix
+        "https://evil.example/https://app.example",
+        "https://sub.app.example",
+        "https://app.example:8443",
+        "",
+    ],
+    ids=["evil", "null", "http", "prefix", "path", "subdomain", "port", "empty"],
+)
+async def test_open_socket_from_unlisted_origin_returns_403_when_allowlist_set(
+    settings: Settings, origin: str
+) -> None:
+    async with (
+        variant(settings, allowed_origins=f"{APP}, https://other.example") as live,
+        httpx.AsyncClient(base_url=live.url, timeout=10) as http,
+    ):
+        alice = await make_account(http, "alice")
+        host, _ = await add_device(http, alice, "host")
+
+        assert await open_socket(live.ws_url, host, alice.token, origin=APP) == Handshake(101)
+        refused = await open_socket(live.ws_url, host, alice.token, origin=origin)
+        assert refused.status == 403, refused
+        assert await open_socket(live.ws_url, host, alice.token) == Handshake(101)
+
+
+# --- CORS -----------------------------------------------------------------------------------------
+def preflight_headers(origin: str) -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+
+
+def cors_headers(response: httpx.Response) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in response.headers.items()
+        if name.lower().startswith("access-control-")
+    }
+
+
+async def test_request_from_foreign_origin_gets_no_cors_grant_by_default(
+    http: httpx.AsyncClient, alice: Account
+) -> None:
+    preflight = await http.options("/devices", headers=preflight_headers(EVIL))
+    simple = await http.get("/devices", headers={"Origin": EVIL, **alice.headers})
+    login = await http.post(
+        "/auth/login",
+        json={"username": alice.username, "password": alice.password},
+        headers={"Origin": EVIL},
+    )
+
+    for response in (preflight, simple, login):
+        assert "access-control-allow-origin" not in response.headers, cors_headers(response)
+        assert "access-control-allow-credentials" not in response.headers
+
+
+async def test_request_from_configured_cors_origin_gets_exactly_that_origin(
+    settings: Settings,
+) -> None:
+    async with (
+        variant(settings, cors_origins=APP) as live,
+        httpx.AsyncClient(base_url=live.url, timeout=10) as http,
+    ):
+        alice = await make_account(http, "alice")
+
+        app_preflight = await http.options("/devices", headers=preflight_headers(APP))
+        app_get = await http.get("/devices", headers={"Origin": APP, **alice.headers})
+        evil_preflight = await http.options("/devices", headers=preflight_headers(EVIL))
+        evil_get = await http.get("/devices", headers={"Origin": EVIL, **alice.headers})
+        lookalike = await http.get(
+            "/devices", headers={"Origin": f"{APP}.evil.example", **alice.headers}
+        )
+
+        for granted in (app_preflight, app_get):
+            assert granted.headers.get("access-control-allow-origin") == APP, cors_headers(granted)
+        assert app_get.status_code == 200
+        for refused in (evil_preflight, evil_get, lookalike):
+            assert "access-control-allow-origin" not in refused.headers, cors_headers(refused)
+
+
+# --- security headers ---------------------------------------------------------------------------
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+Call = Callable[[httpx.AsyncClient, Account], Awaitable[httpx.Response]]
+
+
+async def list_devices(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.get("/devices", headers=alice.headers)
+
+
+async def log_in(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.post(
+        "/auth/login", json={"username": alice.username, "password": alice.password}
+    )
+
+
+async def read_openapi(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.get("/docs/openapi.json")
+
+
+async def wrong_password(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.post(
+        "/auth/login", json={"username": alice.username, "password": "wrong-password"}
+    )
+
+
+async def without_token(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.get("/devices")
+
+
+async def unknown_path(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.get("/no/such/path", headers=alice.headers)
+
+
+async def missing_device(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.delete("/devices/999999", headers=alice.headers)
+
+
+async def body_not_json(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.post(
+        "/devices",
+        content=b"{not json",
+        headers={**alice.headers, "Content-Type": "application/json"},
+    )
+
+
+async def invalid_field(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.post("/devices", json={"name": "", "type": "toaster"}, headers=alice.headers)
+
+
+async def body_too_large(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.post(
+        "/devices", json={"name": "x" * 100_000, "type": "host"}, headers=alice.headers
+    )
+
+
+async def wrong_method(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    return await http.put("/devices", headers=alice.headers)
+
+
+async def host_offline(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+    host, _ = await add_device(http, alice, "host")
+    return await http.get("/sims", params={"host_device_id": host.id}, headers=alice.headers)
+
+
+REPLIES: list[tuple[Call, int]] = [
+    (list_devices, 200),
+    (log_in, 200),
+    (read_openapi, 200),
+    (wrong_password, 401),
+    (without_token, 401),
+    (unknown_path, 404),
+    (missing_device, 404),
+    (body_not_json, 400),
+    (invalid_field, 422),
+    (body_too_large, 413),
+    (wrong_method, 405),
+    (host_offline, 503),
+]
+
+
+@pytest.mark.parametrize(("call", "status"), REPLIES, ids=lambda v: getattr(v, "__name__", v))
+async def test_rest_reply_carries_security_headers(
+    http: httpx.AsyncClient, alice: Account, call: Call, status: int
+) -> None:
+    response = await call(http, alice)
+
+    assert response.status_code == status, response.text
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, f"{name}: {dict(response.headers)}"
+    if response.url.path.startswith("/docs"):
+        return  # the docs pages load Swagger UI's scripts: their own policy
+    policy = response.headers.get("content-security-policy", "")
+    directives = {d.strip() for d in policy.split(";")}
+    assert "default-src 'none'" in directives, policy
+    assert "frame-ancestors 'none'" in directives, policy
+
+
+# --- secrets in logs ----------------------------------------------------------------------------
+PASSWORD = "Sup3r-Secret-Pw"
+NEW_PASSWORD = "N3w-Secret-Pw-2"
+SERVER_LOGGERS = (
+    "sanic.root",
+    "sanic.error",
+    "sanic.access",
+    "sanic.server",
+    "sanic.websockets",
+    "websockets",
+    "simbridge",
+    "tortoise",
+    "aerich",
+    "asyncio",
+)
+# The ORM and the database drivers log each statement with its parameters at DEBUG.
+DATABASE_DEBUG_LOGGERS = ("tortoise.db_client", "aiosqlite", "asyncpg")
+# Our own test clients' loggers print the URLs they open (with `?token=`): not the server's.
+CLIENT_LOGGERS = ("httpx", "httpcore", "websockets.client")
+
+
+@dataclass
+class Secrets:
+    """Every credential the traffic used, by name."""
+
+    values: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def add(self, name: str, value: str) -> None:
+        assert value, name
+        self.values[name] = value
+
+    def add_jwt(self, name: str, token: str) -> None:
+        self.add(name, token)
+        self.add(f"{name} signature", token.rsplit(".", 1)[1])
+
+    def found_in(self, text: str) -> list[str]:
+        """The names of the secrets that occur in `text`.
+
+        A pairing code is six digits: it counts only where it is not part of a longer number
+        or of a timestamp's fraction of a second.
+        """
+        found = []
+        for name, value in self.values.items():
+            if value.isdigit():
+                if re.search(rf"(?<![\d.]){value}(?!\d)", text):
+                    found.append(name)
+            elif value in text:
+                found.append(name)
+        return found
+
+
+class Recorder(logging.Handler):
+    """Keeps every record it sees once (it is attached to several loggers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: dict[int, logging.LogRecord] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.setdefault(id(record), record)
+
+    def server_records(self) -> list[logging.LogRecord]:
+        return [
+            record for record in self.records.values() if not record.name.startswith(CLIENT_LOGGERS)
+        ]
+
+
+def record_text(record: logging.LogRecord) -> str:
+    formatter = logging.Formatter()
+    parts = [record.getMessage()]
+    if record.exc_info:
+        parts.append(formatter.formatException(record.exc_info))
+    if record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return "\n".join(parts)
+
+
+@contextmanager
+def every_log_record(caplog: pytest.LogCaptureFixture) -> Iterator[Recorder]:
+    """Every logger at DEBUG, and a handler on each named one as well as on the root: a logger
+    that does not propagate (the CLI's `simbridge`, for one) is still heard.
+
+    Called after the app is built: `create_app` sets the `simbridge` level, and Sanic's
+    logging set-up resets its own loggers.
+    """
+    caplog.set_level(logging.DEBUG)
+    for name in SERVER_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    recorder = Recorder()
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in SERVER_LOGGERS)]
+    for logger in loggers:
+        logger.addHandler(recorder)
+    try:
+        yield recorder
+    finally:
+        for logger in loggers:
+            logger.removeHandler(recorder)
+
+
+async def handshake_status(ws_url: str, path: str, **options: Any) -> int:
+    """101 if the socket opens (and greets), else the refusing HTTP status."""
+    try:
+        async with connect(
+            f"{ws_url}{path}", open_timeout=RECV_TIMEOUT, close_timeout=2, **options
+        ) as ws:
+            assert (await receive(ws))["type"] == "connected"
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+@dataclass
+class Traffic:
+    """One client session against a server: every REST call states the status it expects."""
+
+    http: httpx.AsyncClient
+    ws_url: str
+    secrets: Secrets
+
+    async def call(
+        self,
+        status: int,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        **options: Any,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        reply = await self.http.request(method, path, json=body, headers=headers, **options)
+        assert reply.status_code == status, f"{method} {path}: {reply.status_code} {reply.text}"
+        return reply.json() if reply.content else None
+
+    async def socket(self, status: int, path: str, **options: Any) -> None:
+        assert await handshake_status(self.ws_url, path, **options) == status, path
+
+
+async def exercise_everything(base_url: str, ws_url: str, max_body_bytes: int) -> Secrets:
+    """Register, log in, use every credential on success and refusal paths, pair with a wrong
+    and a right code, make errors, change the password. Returns what must never be logged."""
+    secrets = Secrets()
+    secrets.add("password", PASSWORD)
+    secrets.add("new password", NEW_PASSWORD)
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        t = Traffic(http, ws_url, secrets)
+
+        # accounts
+        alice = {"username": "alice", "password": PASSWORD}
+        await t.call(200, "POST", "/auth/register", alice)
+        await t.call(200, "POST", "/auth/register", {"username": "mallory", "password": "m-pw-1"})
+        await t.call(401, "POST", "/auth/login", {**alice, "password": PASSWORD + "x"})
+        await t.call(401, "POST", "/auth/login", {**alice, "username": "nobody"})
+        token = (await t.call(200, "POST", "/auth/login", alice))["token"]
+        secrets.add_jwt("jwt", token)
+        mallory_login = {"username": "mallory", "password": "m-pw-1"}
+        mallory = (await t.call(200, "POST", "/auth/login", mallory_login))["token"]
+
+        # devices, with their device tokens
+        added = await t.call(200, "POST", "/devices", {"name": "phone", "type": "host"}, token)
+        host, host_token = added["id"], added["device_token"]
+        added = await t.call(200, "POST", "/devices", {"name": "pc", "type": "client"}, token)
+        client, client_token = added["id"], added["device_token"]
+        secrets.add("host device token", host_token)
+        secrets.add("client device token", client_token)
+        other = await t.call(200, "POST", "/devices", {"name": "m", "type": "host"}, mallory)
+        await t.call(200, "GET", "/devices", token=token)
+
+        # sockets: each way of carrying a credential, accepted, then refused
+        bearer = {"Authorization": f"Bearer {token}"}
+        await t.socket(101, f"/ws/host/{host}?token={token}")
+        await t.socket(101, f"/ws/client/{client}?token={client_token}")
+        await t.socket(101, f"/ws/host/{host}", additional_headers=bearer)
+        await t.socket(101, f"/ws/host/{host}", subprotocols=["simbridge", f"bearer.{token}"])
+        await t.socket(401, f"/ws/host/{host}?token={token}x")
+        await t.socket(401, f"/ws/host/{host}?token={token[:-4]}")
+        await t.socket(401, f"/ws/host/{host}", subprotocols=["simbridge", f"bearer.{token}x"])
+        await t.socket(404, f"/ws/host/{other['id']}?token={token}")
+        await t.socket(403, f"/ws/client/{host}?token={token}")
+        await t.socket(403, f"/ws/host/{client}?token={client_token}")
+        await t.socket(401, f"/ws/host/{host}?token={client_token}")
+        await t.socket(403, f"/ws/host/{host}?token={host_token}", origin=Origin(EVIL))
+
+        # pairing: a wrong code, someone else spending the right one, then alice
+        code = (await t.call(200, "POST", "/pair", params={"host_device_id": host}, token=token))[
+            "code"
+        ]
+        secrets.add("pairing code", code)
+        wrong = f"{(int(code) + 1) % 10**6:06d}"
+        await t.call(
+            400, "POST", "/pair/confirm", {"code": wrong, "client_device_id": client}, token
+        )
+        await t.call(
+            404, "POST", "/pair/confirm", {"code": code, "client_device_id": client}, mallory
+        )
+        await t.call(
+            200, "POST", "/pair/confirm", {"code": code, "client_device_id": client}, token
+        )
+        await t.call(
+            400, "POST", "/pair/confirm", {"code": code, "client_device_id": client}, token
+        )
+
+        # a relayed command over device-token sockets, then a rotation that closes the host's
+        async with (
+            connect(f"{ws_url}/ws/host/{host}?token={host_token}") as host_ws,
+            connect(f"{ws_url}/ws/client/{client}?token={client_token}") as client_ws,
+        ):
+            assert (await receive(host_ws))["type"] == "connected"
+            assert (await receive(client_ws))["type"] == "connected"
+            await send(client_ws, {"type": "command", "cmd": "GET_SIMS", "req_id": "r1"})
+            assert (await receive(host_ws))["req_id"] == "r1"
+            await client_ws.send("{not json")
+            assert await receive(client_ws) == {"error": "invalid JSON"}
+            rotated = (await t.call(200, "POST", f"/devices/{host}/token", token=token))[
+                "device_token"
+            ]
+            secrets.add("rotated host device token", rotated)
+            await asyncio.wait_for(host_ws.wait_closed(), RECV_TIMEOUT)
+        await t.socket(101, f"/ws/host/{host}?token={rotated}")
+        await t.socket(401, f"/ws/host/{host}?token={host_token}")
+
+        # errors, some with a credential in the query string or in a broken body
+        broken = b'{"name": "' + PASSWORD.encode()
+        await t.call(400, "POST", "/devices", token=token, content=broken)
+        await t.call(405, "GET", f"/devices/{host}?token={token}", token=token)
+        await t.call(404, "GET", f"/nowhere?token={token}&code={code}")
+        await t.call(404, "DELETE", "/devices/999999", token=token)
+        await t.call(401, "GET", "/devices", token=f"{token}x")
+        await t.call(413, "POST", "/auth/login", {**alice, "pad": "x" * max_body_bytes})
+        await t.call(422, "POST", "/auth/register", {**alice, "username": "al"})
+
+        # the password change: the new password as a wrong current one first, then for real
+        change = {"current_password": NEW_PASSWORD, "new_password": PASSWORD + "-2"}
+        await t.call(401, "POST", "/auth/password", change, token)
+        change = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+        secrets.add_jwt(
+            "new jwt", (await t.call(200, "POST", "/auth/password", change, token))["token"]
+        )
+        await t.call(401, "GET", "/devices", token=token)
+        await t.socket(401, f"/ws/host/{host}?token={token}")
+        again = await t.call(200, "POST", "/auth/login", {**alice, "password": NEW_PASSWORD})
+        secrets.add_jwt("jwt after login", again["token"])
+    return secrets
+
+
+def leaks(texts: list[tuple[str, str]], secrets: Secrets) -> list[str]:
+    """`where: which secrets` for every text that holds one."""
+    return [
+        f"{where}: {', '.join(found)}: {text[:300]!r}"
+        for where, text in texts
+        if (found := secrets.found_in(text))
+    ]
+
+
+async def logged_traffic(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> tuple[list[logging.LogRecord], Secrets]:
+    """Every server-side log record of `exercise_everything`, and the secrets it used."""
+    async with variant(settings, access_log=True, log_level="DEBUG") as live:
+        with every_log_record(caplog) as recorder:
+            secrets = await exercise_everything(live.url, live.ws_url, settings.max_body_bytes)
+            records = recorder.server_records()
+    return records, secrets
+
+
+def is_database_debug(record: logging.LogRecord) -> bool:
+    return record.name.startswith(DATABASE_DEBUG_LOGGERS) and record.levelno <= logging.DEBUG
+
+
+async def test_serve_traffic_logs_no_secret_in_server_or_framework_logs(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    records, secrets = await logged_traffic(settings, caplog)
+
+    # The capture did hear the server: its access log, and Sanic's own loggers.
+    messages = [record.getMessage() for record in records]
+    assert any(m.startswith("POST /auth/login 200") for m in messages), messages[:50]
+    assert any(m.startswith("POST /auth/password 200") for m in messages)
+    assert any(record.name.startswith("sanic.") for record in records)
+    texts = [
+        (f"{r.name}:{r.levelname}", record_text(r)) for r in records if not is_database_debug(r)
+    ]
+    found = leaks(texts, secrets)
+    assert not found, "\n".join(found)
+
+
+async def test_serve_traffic_logs_no_secret_in_database_debug_logs(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator who turns on DEBUG to chase a slow query must not get credentials with it:
+    the ORM and the driver log every statement with its parameters."""
+    records, secrets = await logged_traffic(settings, caplog)
+
+    database = [r for r in records if is_database_debug(r)]
+    assert any("pairing_codes" in r.getMessage() for r in database)  # the capture heard them
+    found = leaks([(f"{r.name}:{r.levelname}", record_text(r)) for r in database], secrets)
+    assert not found, "\n".join(found)
+
+
+async def test_refuse_socket_with_access_log_logs_status_and_no_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        variant(settings, access_log=True) as live,
+        httpx.AsyncClient(base_url=live.url, timeout=10) as http,
+    ):
+        alice = await make_account(http, "alice")
+        host, _ = await add_device(http, alice, "host")
+        with every_log_record(caplog) as recorder:
+            bad_token = await handshake_status(live.ws_url, f"/ws/host/{host.id}?token=bad")
+            evil = await handshake_status(
+                live.ws_url, f"/ws/host/{host.id}?token={alice.token}", origin=Origin(EVIL)
+            )
+            records = recorder.server_records()
+
+    assert (bad_token, evil) == (401, 403)
+    errors = [record_text(r) for r in records if r.levelno >= logging.ERROR]
+    assert errors == []
+    access = [r.getMessage() for r in records if r.name == "simbridge.access"]
+    assert [line.rsplit(" ", 1)[0] for line in access] == [
+        f"GET /ws/host/{host.id} 401",
+        f"GET /ws/host/{host.id} 403",
+    ]
+
+
+# --- secrets in a real server's output ---------------------------------------------------------
+START_LIMIT = 20.0
+POLL_INTERVAL = 0.05
+STOP_LIMIT = 15.0
+
+
+def free_port() -> int:
+    with socket_module.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: asyncio.subprocess.Process
+    port: int
+    output: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def server_process(tmp_path: Path, **extra_env: str) -> AsyncIterator[ServerProcess]:
+    """`python -m simbridge serve` on a free loopback port; SIGTERM to its PID at the end."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(REPO_ROOT),
+        "JWT_SECRET": "log-scan-secret-that-is-long-enough-for-hs256",
+        "DB_PATH": str(tmp_path / "simbridge.db"),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SIMBRIDGE_BCRYPT_ROUNDS": "4",
+        "SIMBRIDGE_GRACEFUL_SHUTDOWN_SECONDS": "2",
+        **extra_env,
+    }
+    output = tmp_path / "server.log"
+    with output.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "simbridge",
+            "serve",
+            env=env,
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=sink,
+        )
+    server = ServerProcess(process, port, output)
+    try:
+        await wait_until_serving(server)
+        yield server
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_LIMIT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def wait_until_serving(server: ServerProcess) -> None:
+    """Bounded polling: until the port answers HTTP, the process dies, or START_LIMIT."""
+    deadline = asyncio.get_running_loop().time() + START_LIMIT
+    async with httpx.AsyncClient(base_url=server.url, timeout=1) as http:
+        while asyncio.get_running_loop().time() < deadline:
+            if server.process.returncode is not None:
+                pytest.fail(f"server exited with {server.process.returncode}:\n{server.log()}")
+            try:
+                await http.get("/devices")
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(POLL_INTERVAL)
+    pytest.fail(f"server not serving after {START_LIMIT}s:\n{server.log()}")
+
+
+async def test_serve_process_traffic_prints_no_secret(tmp_path: Path) -> None:
+    async with server_process(
+        tmp_path, SIMBRIDGE_ACCESS_LOG="true", SIMBRIDGE_LOG_LEVEL="DEBUG"
+    ) as server:
+        secrets = await exercise_everything(server.url, server.ws_url, Settings().max_body_bytes)
+    assert server.process.returncode == 0, server.log()
+
+    output = server.log()
+    assert "POST /auth/login 200" in output, output[-2000:]  # the access log was on
+    lines = [(f"line {n}", line) for n, line in enumerate(output.splitlines(), 1)]
+    found = leaks(lines, secrets)
+    assert not found, "\n".join(found)
