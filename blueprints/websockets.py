@@ -63,8 +63,9 @@ async def client_socket(request: Request, ws: Websocket, device_id: int) -> None
 async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
     relay = app_context(request).relay
     conn = SanicSocket(ws)
-    session = await relay.connect(conn, device_id, request.ctx.user_id, request.ctx.token_version)
+    session = relay.open_session(conn, device_id, request.ctx.user_id, request.ctx.token_version)
     try:
+        await relay.connect(session)
         async for raw in ws:
             reply = await relay.handle(session, raw)
             if reply is not None:

@@ -58,10 +58,10 @@ class Relay:
             self._sessions.others_of_user(user_id, device_id) < self._settings.max_sockets_per_user
         )
 
-    async def connect(
+    def open_session(
         self, conn: Connection, device_id: int, user_id: int, token_version: int | None
     ) -> Session:
-        """Greet the socket, then make it the device's live connection."""
+        """Count a new socket in; whatever happens next, `disconnect` must follow."""
         session = Session(
             conn=conn,
             device_id=device_id,
@@ -73,10 +73,13 @@ class Relay:
             ),
         )
         self._sessions.add(session)
-        await conn.send(protocol.connected(device_id))
-        await self.broker.attach(device_id, conn)
-        await mark_seen(device_id, self._clock)
         return session
+
+    async def connect(self, session: Session) -> None:
+        """Greet the socket, then make it the device's live connection."""
+        await session.conn.send(protocol.connected(session.device_id))
+        await self.broker.attach(session.device_id, session.conn)
+        await mark_seen(session.device_id, self._clock)
 
     async def disconnect(self, session: Session) -> None:
         """Called once the socket's handler is done with it, whatever ended it.
