@@ -93,6 +93,11 @@ class Settings:
         return self.db_url.startswith("sqlite")
 
     @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file of `DATABASE_URL` or `DB_PATH` (meaningless for PostgreSQL)."""
+        return Path(self.db_url.removeprefix("sqlite://").split("?", 1)[0])
+
+    @property
     def origins(self) -> frozenset[str]:
         """Browser origins allowed to open a WebSocket (requests without `Origin` always are)."""
         return _split(self.allowed_origins)
@@ -116,13 +121,8 @@ class Settings:
             found.append(
                 f"SIMBRIDGE_BROKER must be one of {', '.join(BROKERS)}, not {self.broker!r}"
             )
-        if self.broker == "memory" and self.workers > 1:
-            found.append(
-                "SIMBRIDGE_WORKERS is "
-                f"{self.workers}, but the in-process broker routes only within one process: "
-                "a host and its client on different workers would never see each other. "
-                "Run one worker per instance."
-            )
+        if workers_problem := too_many_workers(self.broker, self.workers):
+            found.append(workers_problem)
         if not 4 <= self.bcrypt_rounds <= 16:
             found.append("SIMBRIDGE_BCRYPT_ROUNDS must be between 4 and 16 (12 recommended)")
         for name in _POSITIVE:
@@ -168,6 +168,17 @@ _POSITIVE = (
 )
 _URL_SCHEMES = ("sqlite://", "postgres://", "postgresql://", "psycopg://", "asyncpg://")
 _UNPREFIXED = ("jwt_secret", "db_path", "database_url", "host", "port")
+
+
+def too_many_workers(broker: str, workers: int) -> str | None:
+    """Why `workers` processes cannot share `broker`, or None if they can."""
+    if broker == "memory" and workers > 1:
+        return (
+            f"SIMBRIDGE_WORKERS={workers} with SIMBRIDGE_BROKER=memory would misroute: the "
+            "in-process broker routes only within one process, so a host and its client on "
+            "different workers would never see each other. Run one worker per instance."
+        )
+    return None
 
 
 def _split(listing: str) -> frozenset[str]:
@@ -230,7 +241,7 @@ def secret_file_path(settings: Settings) -> Path:
         return Path(settings.secret_file)
     if settings.database_url and not settings.is_sqlite:
         return Path("simbridge.jwt-secret")
-    db = Path(settings.db_url.removeprefix("sqlite://"))
+    db = settings.sqlite_path
     return db.with_name(db.stem + ".jwt-secret")
 
 

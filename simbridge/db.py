@@ -54,7 +54,7 @@ async def apply_migrations(settings: Settings) -> list[str]:
     Creates the SQLite file (and its folder) on first use, so a fresh `DB_PATH` just works.
     """
     if settings.is_sqlite:
-        Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     # Tortoise keeps its state in a context variable: a task of its own gives aerich a
     # Tortoise context that starts fresh and ends with the migration, whatever ran before.
     return await asyncio.create_task(_upgrade(settings))

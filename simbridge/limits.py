@@ -88,6 +88,10 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = time.monotonic()
 
+    def is_full(self) -> bool:
+        elapsed = time.monotonic() - self._last
+        return self._tokens + elapsed * self._rate >= self._burst
+
     def take(self) -> bool:
         now = time.monotonic()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)

@@ -12,6 +12,12 @@ from tortoise import fields
 from tortoise.models import Model
 
 MAX_ID = 2**31 - 1  # ids are 32-bit: anything larger names nothing
+USERNAME_MAX_LENGTH = 32
+
+
+def is_stored_id(value: int) -> bool:
+    """Whether `value` can be an id at all (a larger one would overflow the query)."""
+    return 1 <= value <= MAX_ID
 
 
 class DeviceType(StrEnum):
@@ -21,7 +27,7 @@ class DeviceType(StrEnum):
 
 class User(Model):
     id = fields.IntField(primary_key=True)
-    username = fields.CharField(max_length=32, unique=True)
+    username = fields.CharField(max_length=USERNAME_MAX_LENGTH, unique=True)
     password_hash = fields.CharField(max_length=128)
     token_version = fields.IntField(default=0)  # bumped to revoke every older token at once
     created_at = fields.DatetimeField(auto_now_add=True)

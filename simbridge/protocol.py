@@ -13,13 +13,13 @@ import orjson
 COMMAND = "command"
 EVENT = "event"
 PING = "ping"
-RELAYED_TYPES = (COMMAND, EVENT)
 
 PONG = '{"type":"pong"}'
 INVALID_JSON = '{"error":"invalid JSON"}'
 UNKNOWN_TYPE = '{"error":"unknown message type"}'
 NO_PAIRED_HOST = '{"error":"no paired host"}'
 NO_PAIRED_CLIENT = '{"error":"no paired client"}'
+INTERNAL_ERROR = '{"error":"internal error"}'
 
 # Close codes
 CLOSE_GOING_AWAY = 1001
@@ -51,7 +51,10 @@ def exact(raw: str | bytes, key: str, parsed: Any) -> Any:
     or a container holding one), the standard parser reads the value again, exactly.
     """
     if isinstance(parsed, float | list | dict):
-        return json.loads(raw).get(key)
+        try:
+            return json.loads(raw).get(key)
+        except (ValueError, RecursionError):  # nested past the standard parser's reach
+            return parsed
     return parsed
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from simbridge.models import MAX_ID
+from simbridge.models import MAX_ID, USERNAME_MAX_LENGTH
 
 DeviceId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Sim = Annotated[int, Field(ge=1, le=8)]
@@ -33,7 +33,9 @@ Password = Annotated[
 
 
 class Credentials(Body):
-    username: Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
+    username: Annotated[
+        str, Field(min_length=3, max_length=USERNAME_MAX_LENGTH, pattern=r"^[A-Za-z0-9_.-]+$")
+    ]
     password: Password
 
 

@@ -8,8 +8,13 @@ in `simbridge.services.relay`). A broker for several processes (Redis) implement
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Protocol
+
+log = logging.getLogger("simbridge.hub")
+CLOSE_WAIT_SECONDS = 1.0
 
 
 class Connection(Protocol):
@@ -44,5 +49,18 @@ class Broker(Protocol):
     async def online(self, device_ids: Iterable[int]) -> set[int]:
         """Those of `device_ids` that have a live connection."""
 
-    async def disconnect(self, device_id: int, code: int, reason: str) -> None:
-        """Close the device's connection, if it has one."""
+
+async def close_quietly(conn: Connection, code: int, reason: str) -> None:
+    """Close politely, and abort if the peer does not take the close frame within a second."""
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+            await conn.close(code, reason)
+    except TimeoutError:
+        conn.abort(code, reason)
+    except Exception:  # already closed or the transport is gone
+        log.debug("close(%s) on a dead socket ignored", code)
+
+
+async def close_all(conns: Iterable[Connection], code: int, reason: str) -> None:
+    """Close many sockets at once: one unresponsive peer must not delay the others."""
+    await asyncio.gather(*(close_quietly(conn, code, reason) for conn in conns))

@@ -6,11 +6,10 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from simbridge.hub.base import Connection
+from simbridge.hub.base import Connection, close_all, close_quietly
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REPLACED, CLOSE_TOO_SLOW
 
 log = logging.getLogger("simbridge.hub")
-CLOSE_WAIT_SECONDS = 1.0
 
 
 class MemoryBroker:
@@ -30,9 +29,7 @@ class MemoryBroker:
     async def stop(self) -> None:
         connections = list(self._connections.values())
         self._connections.clear()
-        await asyncio.gather(
-            *(close_quietly(conn, CLOSE_GOING_AWAY, "server shutdown") for conn in connections)
-        )
+        await close_all(connections, CLOSE_GOING_AWAY, "server shutdown")
 
     async def attach(self, device_id: int, conn: Connection) -> None:
         previous = self._connections.get(device_id)
@@ -51,7 +48,8 @@ class MemoryBroker:
         if conn is None:
             return False
         try:
-            await asyncio.wait_for(conn.send(frame), self._send_timeout)
+            async with asyncio.timeout(self._send_timeout):
+                await conn.send(frame)
         except TimeoutError:
             log.warning("device %s stopped reading; closing its socket", device_id)
             await self.detach(device_id, conn)
@@ -64,18 +62,3 @@ class MemoryBroker:
 
     async def online(self, device_ids: Iterable[int]) -> set[int]:
         return {device_id for device_id in device_ids if device_id in self._connections}
-
-    async def disconnect(self, device_id: int, code: int, reason: str) -> None:
-        conn = self._connections.pop(device_id, None)
-        if conn is not None:
-            await close_quietly(conn, code, reason)
-
-
-async def close_quietly(conn: Connection, code: int, reason: str) -> None:
-    """Close politely, and abort if the peer does not take the close frame within a second."""
-    try:
-        await asyncio.wait_for(conn.close(code, reason), CLOSE_WAIT_SECONDS)
-    except TimeoutError:
-        conn.abort(code, reason)
-    except Exception:  # already closed or the transport is gone
-        log.debug("close(%s) on a dead socket ignored", code)

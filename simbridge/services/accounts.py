@@ -12,12 +12,11 @@ from tortoise.expressions import F
 
 from simbridge.config import Settings
 from simbridge.errors import InvalidCredentials, UsernameTaken
-from simbridge.models import MAX_ID, User
+from simbridge.models import USERNAME_MAX_LENGTH, User, is_stored_id
 from simbridge.security import create_token, hash_password, read_token, verify_password
 from simbridge.services.guard import Rules
 
 WRONG_LOGIN = "Incorrect username or password"
-USERNAME_MAX_LENGTH = 32
 
 
 async def register_user(username: str, password: str, settings: Settings, guard: Rules) -> User:
@@ -76,7 +75,7 @@ async def user_for_token(token: str | None, settings: Settings) -> tuple[User, i
     if not token:
         raise InvalidCredentials("Not authenticated: send Authorization: Bearer <token>")
     claims = read_token(token, settings.jwt_secret, settings.clock())
-    known = claims is not None and 1 <= claims.user_id <= MAX_ID
+    known = claims is not None and is_stored_id(claims.user_id)
     user = await User.get_or_none(id=claims.user_id) if claims and known else None
     if user is None or claims is None or claims.version != user.token_version:
         raise InvalidCredentials()

@@ -7,7 +7,7 @@ from typing import Any
 from simbridge.clock import Clock
 from simbridge.errors import Forbidden, InvalidCredentials, LimitReached, NotFound
 from simbridge.hub import Broker
-from simbridge.models import MAX_ID, Device, DeviceType, User
+from simbridge.models import Device, DeviceType, User, is_stored_id
 from simbridge.security import device_token_digest, device_token_matches, new_device_token
 
 
@@ -17,8 +17,9 @@ async def owned_device(user: User, device_id: int, device_type: DeviceType | Non
     Someone else's device is "not found", exactly like a missing one (no existence oracle);
     the caller's own device of the other type is 403.
     """
-    in_range = 1 <= device_id <= MAX_ID
-    device = await Device.get_or_none(id=device_id, user_id=user.id) if in_range else None
+    device = None
+    if is_stored_id(device_id):
+        device = await Device.get_or_none(id=device_id, user_id=user.id)
     if device is None:
         raise NotFound("Device not found")
     if device_type is not None and device.device_type != device_type:
@@ -28,7 +29,7 @@ async def owned_device(user: User, device_id: int, device_type: DeviceType | Non
 
 async def device_for_token(token: str, device_id: int, device_type: DeviceType) -> Device:
     """The device a device token opens: its own socket only, on the path of its type."""
-    device = await Device.get_or_none(id=device_id) if 1 <= device_id <= MAX_ID else None
+    device = await Device.get_or_none(id=device_id) if is_stored_id(device_id) else None
     if device is None or not device_token_matches(token, device.device_token):
         raise InvalidCredentials("Invalid device token")
     if device.device_type != device_type:

@@ -29,7 +29,9 @@ class LogRow:
 
 
 class MessageLogWriter:
-    def __init__(self, clock: Clock, batch_size: int, flush_seconds: float, queue_size: int):
+    def __init__(
+        self, clock: Clock, batch_size: int, flush_seconds: float, queue_size: int
+    ) -> None:
         self._clock = clock
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds

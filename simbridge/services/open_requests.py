@@ -7,41 +7,49 @@ from typing import Any
 
 from simbridge.clock import Clock
 
-MAX_OPEN_REQUESTS = 100_000
+PER_HOST = 1024  # open requests remembered per host, oldest forgotten first
+MAX_REQ_ID_LENGTH = 128  # longer ids are relayed but not correlated
+AMBIGUOUS = -1  # two clients asked the same host with the same req_id: answer both
 
 
 class OpenRequests:
-    """Which client asked each host for each `req_id`, so the host's answer goes back to it.
+    """The asker of each (host, `req_id`), for `ttl_seconds` (a call's CALL_STATE events may
+    follow for minutes).
 
-    Kept for `ttl_seconds` (a call's CALL_STATE events may follow for minutes) and at most
-    `MAX_OPEN_REQUESTS` entries, oldest dropped first.
+    Bounded per host, so one client flooding its host with ids cannot push out another
+    host's correlations or grow memory without limit. When two clients of a host use the
+    same id (phone apps often count from 1), nobody can tell whose answer it is: it then
+    goes to every online client, as an unsolicited event would.
     """
 
     def __init__(self, clock: Clock, ttl_seconds: float) -> None:
         self._clock = clock
         self._ttl = ttl_seconds
-        self._askers: OrderedDict[tuple[int, Any], tuple[int, float]] = OrderedDict()
+        self._by_host: dict[int, OrderedDict[Any, tuple[int, float]]] = {}
 
     def remember(self, host_id: int, req_id: Any, client_id: int) -> None:
         if not _is_key(req_id):
             return
         now = self._clock().timestamp()
-        key = (host_id, req_id)
-        self._askers.pop(key, None)
-        self._askers[key] = (client_id, now + self._ttl)
-        while self._askers and (
-            len(self._askers) > MAX_OPEN_REQUESTS or next(iter(self._askers.values()))[1] <= now
-        ):
-            self._askers.popitem(last=False)
+        askers = self._by_host.setdefault(host_id, OrderedDict())
+        previous = askers.pop(req_id, None)
+        if previous is not None and previous[1] > now and previous[0] != client_id:
+            client_id = AMBIGUOUS
+        askers[req_id] = (client_id, now + self._ttl)
+        while askers and (len(askers) > PER_HOST or next(iter(askers.values()))[1] <= now):
+            askers.popitem(last=False)
 
     def asker(self, host_id: int, req_id: Any) -> int | None:
+        """The client that asked, or None if unknown, expired or ambiguous."""
         if not _is_key(req_id):
             return None
-        entry = self._askers.get((host_id, req_id))
-        if entry is None or entry[1] <= self._clock().timestamp():
+        entry = self._by_host.get(host_id, {}).get(req_id)
+        if entry is None or entry[1] <= self._clock().timestamp() or entry[0] == AMBIGUOUS:
             return None
         return entry[0]
 
 
 def _is_key(req_id: Any) -> bool:
-    return isinstance(req_id, (str, int)) and not isinstance(req_id, bool)
+    if isinstance(req_id, str):
+        return len(req_id) <= MAX_REQ_ID_LENGTH
+    return isinstance(req_id, int) and not isinstance(req_id, bool)

@@ -16,7 +16,7 @@ from tortoise.expressions import Q
 
 from simbridge.config import Settings
 from simbridge.errors import InvalidPairingCode, NotFound, TooManyRequests
-from simbridge.models import MAX_ID, DeviceType, Pairing, PairingCode, User
+from simbridge.models import DeviceType, Pairing, PairingCode, User, is_stored_id
 from simbridge.security import pairing_code_digest
 from simbridge.services.devices import owned_device
 from simbridge.services.directory import PairingDirectory
@@ -85,8 +85,12 @@ async def confirm_pairing(
     if pairing is None:
         try:
             pairing = await Pairing.create(host_device_id=live.host_device_id, client_device=client)
-        except IntegrityError:  # paired by a concurrent request meanwhile
-            pairing = await Pairing.get(host_device_id=live.host_device_id, client_device=client)
+        except IntegrityError:  # paired meanwhile, or one of the devices was just deleted
+            pairing = await Pairing.get_or_none(
+                host_device_id=live.host_device_id, client_device=client
+            )
+            if pairing is None:
+                raise NotFound("Device not found") from None
     directory.forget(live.host_device_id, client.id)
     return pairing
 
@@ -121,7 +125,7 @@ async def list_pairings(user: User) -> list[dict[str, Any]]:
 async def delete_pairing(user: User, pairing_id: int, directory: PairingDirectory) -> None:
     """Unpair (either side's owner may); routing between the two stops at once."""
     pairing = None
-    if 1 <= pairing_id <= MAX_ID:
+    if is_stored_id(pairing_id):
         pairing = await Pairing.get_or_none(
             Q(host_device__user_id=user.id) | Q(client_device__user_id=user.id), id=pairing_id
         )

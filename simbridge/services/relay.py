@@ -17,7 +17,7 @@ from simbridge import protocol
 from simbridge.config import Settings
 from simbridge.errors import HostOffline
 from simbridge.hub import Broker, Connection
-from simbridge.hub.memory import close_quietly
+from simbridge.hub.base import close_all
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
 from simbridge.protocol import COMMAND, EVENT, PING
@@ -50,6 +50,7 @@ class Relay:
         self._clock = settings.clock
         self._open_requests = OpenRequests(settings.clock, settings.request_correlation_seconds)
         self._sessions = Sessions()
+        self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
 
     # --- sockets --------------------------------------------------------------------------
     def has_room(self, user_id: int, device_id: int) -> bool:
@@ -68,12 +69,18 @@ class Relay:
             user_id=user_id,
             credential=USER_TOKEN if token_version is not None else DEVICE_TOKEN,
             token_version=token_version,
-            bucket=TokenBucket(
-                self._settings.ws_messages_per_second, self._settings.ws_message_burst
-            ),
+            bucket=self._bucket_of(device_id),
         )
         self._sessions.add(session)
         return session
+
+    def _bucket_of(self, device_id: int) -> TokenBucket:
+        bucket = self._buckets.get(device_id)
+        if bucket is None:
+            settings = self._settings
+            bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_message_burst)
+            self._buckets[device_id] = bucket
+        return bucket
 
     async def connect(self, session: Session) -> None:
         """Greet the socket, then make it the device's live connection."""
@@ -95,14 +102,17 @@ class Relay:
                 await mark_seen(session.device_id, self._clock)
         finally:
             self._sessions.remove(session)
+            if session.bucket.is_full():  # as good as new: no need to remember it
+                self._buckets.pop(session.device_id, None)
 
     async def close_sessions(
         self, user_id: int, which: Callable[[Session], bool], code: int, reason: str
     ) -> None:
         """Close the user's sockets that `which` selects (revoked credentials, removed devices)."""
-        for session in self._sessions.matching(user_id, which):
+        closing = list(self._sessions.matching(user_id, which))
+        for session in closing:
             await self.broker.detach(session.device_id, session.conn)
-            await close_quietly(session.conn, code, reason)
+        await close_all((session.conn for session in closing), code, reason)
 
     async def shutdown(self, timeout: float) -> None:
         """Close every socket with 1001 and wait (up to `timeout`) for their handlers to end,
@@ -183,10 +193,14 @@ class Relay:
     async def _fan_out(self, sender_id: int, clients: tuple[int, ...], text: str) -> bool:
         """An unsolicited event goes to every paired client that is online; True if any."""
         online = await self.broker.online(clients)
-        delivered = False
-        for client_id in (client for client in clients if client in online):
-            delivered = await self._deliver(sender_id, client_id, EVENT, text) or delivered
-        return delivered
+        targets = [client for client in clients if client in online]
+        if len(targets) == 1:  # the common case, without a task per delivery
+            return await self._deliver(sender_id, targets[0], EVENT, text)
+        # Concurrently: one client that stopped reading must not hold up the others.
+        results = await asyncio.gather(
+            *(self._deliver(sender_id, client, EVENT, text) for client in targets)
+        )
+        return any(results)
 
     async def _deliver(self, sender_id: int | None, target: int, msg_type: str, text: str) -> bool:
         if not await self.broker.deliver(target, text):

@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timedelta
 
 from simbridge.clock import Clock
-from simbridge.models import MessageLog
+from simbridge.models import MessageLog, PairingCode
 
 log = logging.getLogger("simbridge.retention")
 MAX_BATCHES_PER_RUN = 10_000  # 50 million rows a pass at the default batch size
@@ -59,8 +59,11 @@ class RetentionTask:
             self._task = None
 
     async def prune(self) -> int:
+        """One pass: expired pairing codes, and message log rows past retention."""
+        now = self._clock()
+        await PairingCode.filter(expires_at__lt=now).delete()
         return await prune_older_than(
-            self._clock() - self._keep, self._batch_size, max_batches=MAX_BATCHES_PER_RUN
+            now - self._keep, self._batch_size, max_batches=MAX_BATCHES_PER_RUN
         )
 
     async def _run(self) -> None:

@@ -9,7 +9,7 @@ from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
 from tortoise import Tortoise
 
-from simbridge.config import ConfigError
+from simbridge.config import ConfigError, too_many_workers
 from simbridge.db import apply_migrations, tortoise_config
 from simbridge.hub import make_broker
 from simbridge.limits import MemoryLimiter
@@ -35,12 +35,9 @@ def setup_lifecycle(app: Sanic) -> None:
 
 
 async def _refuse_many_workers(app: Sanic) -> None:
-    settings = app.ctx.settings
-    if settings.broker == "memory" and app.state.workers > 1:
-        raise ConfigError(
-            f"{app.state.workers} workers with SIMBRIDGE_BROKER=memory would misroute: the "
-            "in-process broker only sees sockets of its own worker. Run a single worker."
-        )
+    """Also for `sanic ... --workers N`, which bypasses the settings' own check."""
+    if problem := too_many_workers(app.ctx.settings.broker, app.state.workers):
+        raise ConfigError(problem)
 
 
 async def _start(app: Sanic) -> None:

@@ -1,0 +1,41 @@
+"""Who may open a device's socket: the credential, the device, and the per-user socket cap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simbridge.config import Settings
+from simbridge.errors import TooManyRequests
+from simbridge.models import DeviceType
+from simbridge.security import is_device_token
+from simbridge.services.accounts import user_for_token
+from simbridge.services.devices import device_for_token, owned_device
+from simbridge.services.relay import Relay
+
+SOCKET_CAP_RETRY_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    user_id: int
+    token_version: int | None  # None: opened with the device's own token
+
+
+async def admit_socket(
+    token: str | None, device_id: int, device_type: DeviceType, settings: Settings, relay: Relay
+) -> Admission:
+    """Admit a handshake whose credential opens this device, on this path's type.
+
+    A user token opens any of the user's devices (401 bad token, 404 not theirs, 403 other
+    type); a device token only its own device. Past the user's socket cap: 429.
+    """
+    if token and is_device_token(token):
+        device = await device_for_token(token, device_id, device_type)
+        admission = Admission(device.user_id, None)
+    else:
+        user, version = await user_for_token(token, settings)
+        await owned_device(user, device_id, device_type)
+        admission = Admission(user.id, version)
+    if not relay.has_room(admission.user_id, device_id):
+        raise TooManyRequests(SOCKET_CAP_RETRY_SECONDS)
+    return admission
