@@ -58,6 +58,7 @@ def serve_forever(settings: Settings) -> int:
         access_log=False,
         motd=False,
         protocol=SimBridgeProtocol,
+        backlog=settings.backlog,
     )
     where = f"http://{settings.host}:{settings.port}"
     logging.getLogger("simbridge").info("listening on %s (API docs at %s/docs)", where, where)

@@ -53,6 +53,7 @@ class Settings:
     log_flush_seconds: float = 0.05
     log_queue_size: int = 10_000
     graceful_shutdown_seconds: float = 8.0
+    backlog: int = 2048
     retention_days: int = 90
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 5000
@@ -146,6 +147,7 @@ _POSITIVE = (
     "log_flush_seconds",
     "log_queue_size",
     "graceful_shutdown_seconds",
+    "backlog",
     "workers",
     "retention_days",
     "retention_interval_seconds",
