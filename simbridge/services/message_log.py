@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from simbridge.clock import Clock
@@ -19,13 +18,16 @@ from simbridge.models import MessageLog
 log = logging.getLogger("simbridge.message_log")
 
 
-@dataclass(slots=True)
-class LogRow:
-    from_device_id: int | None
-    to_device_id: int | None
-    msg_type: str
-    payload: str
-    created_at: datetime
+# One row, in the column order of `COLUMNS`.
+LogRow = tuple[int | None, int | None, str, str, datetime]
+COLUMNS = ("from_device_id", "to_device_id", "msg_type", "payload", "created_at")
+
+
+def insert_statement(dialect: str) -> str:
+    """A plain parameterised INSERT: building ORM objects cost a fifth of the relay's CPU."""
+    marks = ["?"] * len(COLUMNS) if dialect == "sqlite" else [f"${n}" for n in range(1, 6)]
+    columns = ", ".join(f'"{column}"' for column in COLUMNS)
+    return f'INSERT INTO "message_logs" ({columns}) VALUES ({", ".join(marks)})'
 
 
 class MessageLogWriter:
@@ -55,7 +57,7 @@ class MessageLogWriter:
     async def write(
         self, from_id: int | None, to_id: int | None, msg_type: str, payload: str
     ) -> None:
-        await self._queue.put(LogRow(from_id, to_id, msg_type, payload, self._clock()))
+        await self._queue.put((from_id, to_id, msg_type, payload, self._clock()))
         self._written += 1  # only once queued: a write cancelled while waiting adds nothing
 
     async def flush(self) -> None:
@@ -89,22 +91,14 @@ class MessageLogWriter:
         return batch
 
     async def _insert(self, batch: list[LogRow]) -> None:
-        rows = [
-            MessageLog(
-                from_device_id=row.from_device_id,
-                to_device_id=row.to_device_id,
-                msg_type=row.msg_type,
-                payload=row.payload,
-                created_at=row.created_at,
-            )
-            for row in batch
-        ]
+        db = MessageLog._meta.db
+        statement = insert_statement(db.schema_generator.DIALECT)
         try:
-            await asyncio.shield(MessageLog.bulk_create(rows))
+            await asyncio.shield(db.execute_many(statement, batch))
         except Exception:  # e.g. a device deleted since: keep every row that can be kept
-            log.warning("batch of %d log rows refused; storing them one by one", len(rows))
-            for row in rows:
+            log.warning("batch of %d log rows refused; storing them one by one", len(batch))
+            for row in batch:
                 try:
-                    await asyncio.shield(row.save())
+                    await asyncio.shield(db.execute_query(statement, list(row)))
                 except Exception:
-                    log.exception("could not store the log row of a %s", row.msg_type)
+                    log.exception("could not store the log row of a %s", row[2])
