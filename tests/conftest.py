@@ -14,6 +14,7 @@ from sanic import Sanic
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
 from tests.helpers import Account, LiveServer, Pair, make_account, make_device, pair_devices
+from tests.processes import Servers, running_servers
 
 Sanic.test_mode = True  # one app per test, all named "simbridge"
 
@@ -70,3 +71,10 @@ async def pair(http: httpx.AsyncClient, alice: Account) -> Pair:
 
 def settings_with(settings: Settings, **changes: object) -> Settings:
     return replace(settings, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    """Start real server processes with `await servers.start(**env)`; all stop afterwards."""
+    async for started in running_servers(tmp_path):
+        yield started

@@ -16,15 +16,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import re
-import signal
-import socket as socket_module
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,10 +30,10 @@ from websockets.typing import Origin, Subprotocol
 
 from simbridge.config import Settings
 from tests.helpers import RECV_TIMEOUT, Account, Device, LiveServer, make_account, receive, send
+from tests.processes import Servers
 
 EVIL = "https://evil.example"
 APP = "https://app.example"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- WebSocket handshakes -----------------------------------------------------------------------
@@ -648,97 +643,10 @@ async def test_refuse_socket_with_access_log_logs_status_and_no_error(
 
 
 # --- secrets in a real server's output ---------------------------------------------------------
-START_LIMIT = 20.0
-POLL_INTERVAL = 0.05
-STOP_LIMIT = 15.0
-
-
-def free_port() -> int:
-    with socket_module.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    process: asyncio.subprocess.Process
-    port: int
-    output: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.output.read_text(errors="replace")
-
-
-@asynccontextmanager
-async def server_process(tmp_path: Path, **extra_env: str) -> AsyncIterator[ServerProcess]:
-    """`python -m simbridge serve` on a free loopback port; SIGTERM to its PID at the end."""
-    port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(REPO_ROOT),
-        "JWT_SECRET": "log-scan-secret-that-is-long-enough-for-hs256",
-        "DB_PATH": str(tmp_path / "simbridge.db"),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "SIMBRIDGE_BCRYPT_ROUNDS": "4",
-        "SIMBRIDGE_GRACEFUL_SHUTDOWN_SECONDS": "2",
-        **extra_env,
-    }
-    output = tmp_path / "server.log"
-    with output.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "simbridge",
-            "serve",
-            env=env,
-            cwd=tmp_path,
-            stdout=sink,
-            stderr=sink,
-        )
-    server = ServerProcess(process, port, output)
-    try:
-        await wait_until_serving(server)
-        yield server
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), STOP_LIMIT)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def wait_until_serving(server: ServerProcess) -> None:
-    """Bounded polling: until the port answers HTTP, the process dies, or START_LIMIT."""
-    deadline = asyncio.get_running_loop().time() + START_LIMIT
-    async with httpx.AsyncClient(base_url=server.url, timeout=1) as http:
-        while asyncio.get_running_loop().time() < deadline:
-            if server.process.returncode is not None:
-                pytest.fail(f"server exited with {server.process.returncode}:\n{server.log()}")
-            try:
-                await http.get("/devices")
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(POLL_INTERVAL)
-    pytest.fail(f"server not serving after {START_LIMIT}s:\n{server.log()}")
-
-
-async def test_serve_process_traffic_prints_no_secret(tmp_path: Path) -> None:
-    async with server_process(
-        tmp_path, SIMBRIDGE_ACCESS_LOG="true", SIMBRIDGE_LOG_LEVEL="DEBUG"
-    ) as server:
-        secrets = await exercise_everything(server.url, server.ws_url, Settings().max_body_bytes)
-    assert server.process.returncode == 0, server.log()
+async def test_serve_process_traffic_prints_no_secret(servers: Servers) -> None:
+    server = await servers.start(SIMBRIDGE_ACCESS_LOG="true", SIMBRIDGE_LOG_LEVEL="DEBUG")
+    secrets = await exercise_everything(server.url, server.ws_url, Settings().max_body_bytes)
+    assert await servers.stop(server) == 0, server.log()
 
     output = server.log()
     assert "POST /auth/login 200" in output, output[-2000:]  # the access log was on
