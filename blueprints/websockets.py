@@ -13,8 +13,9 @@ from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
 from simbridge.errors import Forbidden
+from simbridge.hub.base import close_quietly
 from simbridge.models import DeviceType
-from simbridge.protocol import INTERNAL_ERROR
+from simbridge.protocol import CLOSE_REVOKED, INTERNAL_ERROR
 from simbridge.services.admission import admit_socket
 from simbridge.web.auth import SUBPROTOCOL, socket_token
 from simbridge.web.context import app_context
@@ -58,6 +59,9 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
     conn = SanicSocket(ws)
     session = relay.open_session(conn, device_id, admission.user_id, admission.token_version)
     try:
+        if not await admission.still_valid(device_id):
+            await close_quietly(conn, CLOSE_REVOKED, "revoked")
+            return
         await relay.connect(session)
         async for raw in ws:
             try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from simbridge.config import Settings
 from simbridge.errors import TooManyRequests
-from simbridge.models import DeviceType
+from simbridge.models import Device, DeviceType
 from simbridge.security import is_device_token
 from simbridge.services.accounts import user_for_token
 from simbridge.services.devices import device_for_token, owned_device
@@ -19,6 +19,19 @@ SOCKET_CAP_RETRY_SECONDS = 60
 class Admission:
     user_id: int
     token_version: int | None  # None: opened with the device's own token
+    device_token_digest: str | None = None
+
+    async def still_valid(self, device_id: int) -> bool:
+        """Asked again once the socket is registered as a session.
+
+        A revocation that lands between the handshake check and that registration would
+        otherwise miss this socket: from the registration on, revocations close it.
+        """
+        if self.device_token_digest is not None:
+            return await Device.exists(id=device_id, device_token=self.device_token_digest)
+        return await Device.exists(
+            id=device_id, user_id=self.user_id, user__token_version=self.token_version
+        )
 
 
 async def admit_socket(
@@ -31,7 +44,7 @@ async def admit_socket(
     """
     if token and is_device_token(token):
         device = await device_for_token(token, device_id, device_type)
-        admission = Admission(device.user_id, None)
+        admission = Admission(device.user_id, None, device.device_token)
     else:
         user, version = await user_for_token(token, settings)
         await owned_device(user, device_id, device_type)

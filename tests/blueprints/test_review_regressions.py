@@ -1,5 +1,6 @@
 """Regressions found in review: correlation under id clashes, rate buckets across reconnects,
-frames too deep for the standard parser, SQLite folders named by DATABASE_URL."""
+frames too deep for the standard parser, SQLite folders named by DATABASE_URL, revocations
+racing a handshake."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import httpx
 
 from simbridge.config import Settings
 from simbridge.db import apply_migrations
+from simbridge.security import device_token_digest
+from simbridge.services.admission import Admission
 from tests.helpers import (
+    Account,
     LiveServer,
+    Pair,
     make_account,
     make_device,
     nothing_arrives,
@@ -99,3 +104,30 @@ async def test_migrate_creates_folder_of_sqlite_database_url(tmp_path: Path) -> 
 
     assert await apply_migrations(settings)
     assert target.is_file()
+
+
+async def test_admission_is_void_once_its_token_is_revoked(
+    server: LiveServer, http: httpx.AsyncClient, pair: Pair
+) -> None:
+    """Checked once the socket is registered, so a revocation racing the handshake wins."""
+    owner = pair.host.owner
+    admitted = Admission(owner.user_id, token_version=0)
+    assert await admitted.still_valid(pair.host.id)
+
+    assert (await http.post("/auth/logout-all", headers=owner.headers)).status_code == 200
+
+    assert not await admitted.still_valid(pair.host.id)
+
+
+async def test_admission_by_device_token_is_void_once_rotated(
+    server: LiveServer, http: httpx.AsyncClient, alice: Account
+) -> None:
+    created = await http.post("/devices", json={"name": "h", "type": "host"}, headers=alice.headers)
+    device_id, token = created.json()["id"], created.json()["device_token"]
+    admitted = Admission(alice.user_id, None, device_token_digest(token))
+    assert await admitted.still_valid(device_id)
+
+    rotated = await http.post(f"/devices/{device_id}/token", headers=alice.headers)
+    assert rotated.status_code == 200
+
+    assert not await admitted.still_valid(device_id)
