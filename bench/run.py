@@ -1,7 +1,7 @@
 """The benchmark runner: one scenario per call, one JSON line on stdout.
 
     python -m bench.run throughput            # or latency, connections, storm, rest, history,
-                                              # login-stall, log-complete
+                                              # login-stall, log-complete, soak
     python -m bench.run all                   # every scenario, then a markdown table
     python -m bench.run all --quick           # small sizes: a smoke run
 
@@ -16,9 +16,11 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import platform
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +37,7 @@ from bench.loadgen import (
     Paced,
     RoundTrips,
     Ws,
+    event_frame,
     latency_summary,
     now,
     open_ws,
@@ -51,6 +54,7 @@ from bench.servers import (
     connect_pairs,
     host_url,
     log,
+    open_checked,
     raise_fd_limit,
     setup_bare,
     setup_simbridge,
@@ -58,7 +62,7 @@ from bench.servers import (
 
 DESIGN_DOC_RT_PER_S = 110  # the design document's stack, as measured in issue 4
 
-# Default sizes, and the --quick ones (a smoke run of every scenario in about 20 s).
+# Default sizes, and the --quick ones (a smoke run of every scenario in about 35 s).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "throughput": {"pairs": 50, "window": 4, "warmup": 2.0, "seconds": 10.0},
     "latency": {"pairs": 10, "rate": 1000, "warmup": 1.0, "seconds": 10.0},
@@ -68,6 +72,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "history": {"rows": 1_000_000, "requests": 2000, "limit": 50},
     "login-stall": {"pairs": 10, "rate": 1000, "logins": 10, "bursts": 3, "baseline": 5.0},
     "log-complete": {"messages": 20_000, "pairs": 10, "window": 4},
+    "soak": {
+        "pairs": 10,
+        "rate": 1000,
+        "warmup": 60.0,
+        "seconds": 600.0,
+        "sample_every": 10.0,
+        "sms_rate": 10.0,
+        "reconnect_rate": 1.0,
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "throughput": {"pairs": 10, "warmup": 0.2, "seconds": 0.5},
@@ -78,6 +91,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "history": {"rows": 10_000, "requests": 100},
     "login-stall": {"bursts": 1, "baseline": 0.5},
     "log-complete": {"messages": 2000},
+    "soak": {"warmup": 2.0, "seconds": 10.0, "sample_every": 1.0},
 }
 SCENARIOS = list(DEFAULTS)
 
@@ -847,6 +861,161 @@ async def scenario_log_complete(opts: argparse.Namespace) -> dict[str, Any]:
     return {"params": params, "simbridge": sb, "bare": None, "ratio": None, "targets": targets}
 
 
+# --------------------------------------------------------------------------- soak
+
+
+async def _at_rate(
+    rate: float, seconds: float, job: Callable[[int], Awaitable[None]], stop: asyncio.Event
+) -> int:
+    """`await job(i)` for i in range(rate × seconds), the i-th due i / rate s after the start
+    (a late job delays the next); none starts after `seconds` or once `stop` is set. Returns
+    the number run."""
+    t0 = now()
+    count = int(rate * seconds)
+    for i in range(count):
+        delay = t0 + i / rate - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if stop.is_set() or now() - t0 >= seconds:
+            return i
+        await job(i)
+    return count
+
+
+async def _sample_rss(
+    server: Server, t0: float, every: float, seconds: float, out: list[tuple[float, int]]
+) -> None:
+    """Append (seconds since `t0`, server RSS KiB) at t0, t0 + every, … before t0 + seconds;
+    each sample also records what other processes used since the one before."""
+    last = Snapshot.take(server)
+    for k in range(max(1, math.ceil(seconds / every))):
+        delay = t0 + k * every - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        out.append((now() - t0, server.rss_kib()))
+        if k:
+            snap = Snapshot.take(server)
+            snap.since(last)
+            last = snap
+
+
+async def scenario_soak(opts: argparse.Namespace) -> dict[str, Any]:
+    async def measure(server: Server, setup: Setup) -> dict[str, Any]:
+        conns = await _open_pairs(server, setup, opts)
+        paced, side = conns[: opts.pairs], conns[opts.pairs]  # side: REST and reconnects
+        info = setup.pairs[opts.pairs]
+        sms = json.dumps(
+            {"to_device_id": info.host_id, "sim": 1, "to": "+886912345678", "body": "soak"}
+        ).encode()
+        statuses: dict[int, int] = {}
+        side_counts = {"commands": 0, "events": 0, "other": 0, "reconnects": 0}
+        failures: list[str] = []
+
+        def on_host(data: bytes) -> None:  # the side host answers each REST command
+            frame = json.loads(data)
+            if frame.get("type") == "command":
+                side_counts["commands"] += 1
+                side.host.send(event_frame(frame["req_id"]))
+            else:  # e.g. target_offline while its client reconnects
+                side_counts["other"] += 1
+
+        def on_client(data: bytes) -> None:
+            side_counts["events" if json.loads(data).get("type") == "event" else "other"] += 1
+
+        side.host.on_message, side.client.on_message = on_host, on_client
+        http = HttpConn("127.0.0.1", server.port)
+
+        async def post(_: int) -> None:
+            try:
+                status = (await http.request("POST", "/sms", sms, info.token))[0]
+            except Exception:  # noqa: BLE001 - counted as status 0
+                status = 0
+            statuses[status] = statuses.get(status, 0) + 1
+
+        async def reconnect(_: int) -> None:
+            await side.client.close()
+            try:
+                ws = await open_checked(client_url(server, info), info.client_id, opts.client)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                failures.append(type(exc).__name__ + ": " + str(exc)[:120])
+                return
+            ws.on_message = on_client
+            side.client = ws
+            side_counts["reconnects"] += 1
+
+        # the side load runs through warm-up and measured phase alike (bounded: +30 s)
+        span, side_stop = opts.warmup + opts.seconds + 30, asyncio.Event()
+        side_tasks = [
+            asyncio.create_task(_at_rate(rate, span, job, side_stop))
+            for rate, job in ((opts.sms_rate, post), (opts.reconnect_rate, reconnect))
+            if rate > 0
+        ]
+        rss_before = server.rss_kib()
+        warm = await _paced_phase(paced, opts.rate, 0.0, opts.warmup)  # the warm-up
+        load = Paced(paced, opts.rate / 2)  # a round trip relays two messages
+        samples: list[tuple[float, int]] = []
+        start = Snapshot.take(server)
+        t0 = now()
+        sampler = asyncio.create_task(
+            _sample_rss(server, t0, opts.sample_every, opts.seconds, samples)
+        )
+        await load.run(opts.seconds)
+        await asyncio.wait([sampler], timeout=opts.sample_every + 5)
+        sampler.cancel()
+        samples.append((now() - t0, server.rss_kib()))
+        wall, server_cpu, loadgen_cpu = Snapshot.take(server).since(start)
+        side_stop.set()
+        lost = await load.settle(5.0)
+        await asyncio.wait(side_tasks, timeout=15)
+        http.close()
+        await _close_pairs(conns)
+        kib = [k for _, k in samples]
+        rss_start, rss_end = kib[0], kib[-1]
+        slope = None
+        if len(samples) > 1:
+            fit = statistics.linear_regression([t / 60 for t, _ in samples], kib)
+            slope = round(fit.slope, 1)
+        window = min(60.0, opts.seconds / 5)  # latency at the start and at the end
+        end = t0 + opts.seconds
+        return {
+            "offered_msgs_per_s": opts.rate,
+            "rss_before_warmup_kib": rss_before,
+            "rss_start_kib": rss_start,
+            "rss_end_kib": rss_end,
+            "rss_max_kib": max(kib),
+            "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2),
+            "rss_slope_kib_per_min": slope,
+            "rss_samples": [[round(t, 1), k] for t, k in samples],
+            "commands_sent": load.sent,
+            "relayed": len(load.samples),
+            "lost": lost,
+            "errors": load.errors,
+            "error_examples": [e.decode(errors="replace") for e in load.error_examples],
+            "warmup_lost": warm.sent - warm.answered,
+            "one_way": latency_summary(load.one_way()),
+            "window_s": window,
+            "one_way_first": latency_summary(load.one_way(t0, t0 + window)),
+            "one_way_last": latency_summary(load.one_way(end - window, end)),
+            "loadgen_max_send_lag_ms": round(load.max_lag * 1000, 3),
+            "server_cpu_pct": round(100 * server_cpu / wall, 1),
+            "loadgen_cpu_pct": round(100 * loadgen_cpu / wall, 1),
+            "sms_statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "side": side_counts,
+            "reconnect_failures": len(failures),
+            "reconnect_failure_examples": sorted(set(failures))[:3],
+        }
+
+    sb, _ = await _with_servers(opts, opts.pairs + 1, measure, bare=False)
+    growth = sb["rss_growth_pct"]
+    targets = [
+        _target("rss_growth_pct", growth, "< 5 %", growth < 5),
+        _target("lost", sb["lost"] + sb["errors"], "0", sb["lost"] == 0 and sb["errors"] == 0),
+    ]
+    names = ("pairs", "rate", "warmup", "seconds", "sample_every", "sms_rate", "reconnect_rate")
+    params = {k: getattr(opts, k) for k in names}
+    return {"params": params, "simbridge": sb, "bare": None, "ratio": None, "targets": targets}
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "throughput": scenario_throughput,
     "latency": scenario_latency,
@@ -856,6 +1025,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "history": scenario_history,
     "login-stall": scenario_login_stall,
     "log-complete": scenario_log_complete,
+    "soak": scenario_soak,
 }
 
 
@@ -983,6 +1153,19 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
         ]
     if name == "log-complete":
         return [row("messages relayed", "relayed"), row("rows after SIGTERM", "rows")]
+    if name == "soak":
+        window = _fmt(get(sb, "window_s"))
+        return [
+            row("RSS KiB after warm-up", "rss_start_kib"),
+            row("RSS KiB at end", "rss_end_kib"),
+            row("RSS KiB max", "rss_max_kib"),
+            row("rss_growth_pct", "rss_growth_pct"),
+            row("RSS slope KiB/min", "rss_slope_kib_per_min"),
+            row(f"one-way p99 ms, first {window} s", "one_way_first", "p99_ms"),
+            row(f"one-way p99 ms, last {window} s", "one_way_last", "p99_ms"),
+            row("messages relayed", "relayed"),
+            row("lost", "lost", ratio=False),
+        ]
     return []
 
 
@@ -1060,8 +1243,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     sizes = parser.add_argument_group("sizes (defaults depend on the scenario and --quick)")
     for name in sorted({k for d in DEFAULTS.values() for k in d}):
-        kind = float if name in ("warmup", "seconds", "hold", "baseline", "rate") else int
-        sizes.add_argument(f"--{name}", type=kind, default=None)
+        floats = ("warmup", "seconds", "hold", "baseline", "rate", "sample_every")
+        kind = float if name in floats or name.endswith("_rate") else int
+        sizes.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
     return parser.parse_args(argv)
 
 
@@ -1095,7 +1279,9 @@ async def run_one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     OTHER_CPU.clear()
     started = time.monotonic()
     try:
-        result = await asyncio.wait_for(RUNNERS[scenario](opts), 600)
+        # 600 s per scenario; the soak's own length comes on top
+        extra = opts.warmup + opts.seconds if scenario == "soak" else 0.0
+        result = await asyncio.wait_for(RUNNERS[scenario](opts), 600 + extra)
     except Exception as exc:  # noqa: BLE001 - one failed scenario must not hide the others
         result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
     result = {"scenario": scenario, **result}
