@@ -8,6 +8,8 @@ from typing import Any
 from sanic import Request, Websocket
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 
+from simbridge.web.queued_websocket import QueuedWebsocket
+
 
 class SanicSocket:
     __slots__ = ("_ws",)
@@ -26,7 +28,8 @@ class SanicSocket:
 
 
 class SimBridgeProtocol(WebSocketProtocol):
-    """Sanic's protocol, except that a handshake offering no subprotocol is accepted.
+    """Sanic's protocol, except that a handshake offering no subprotocol is accepted and the
+    socket it opens receives through `QueuedWebsocket`.
 
     The socket routes offer the `simbridge` subprotocol so that browsers (which pass their
     token as a subprotocol) get it echoed; websockets would then refuse every client that
@@ -38,4 +41,6 @@ class SimBridgeProtocol(WebSocketProtocol):
     ) -> Any:
         if not request.headers.get("sec-websocket-protocol"):
             subprotocols = None
-        return await super().websocket_handshake(request, subprotocols)
+        ws = await super().websocket_handshake(request, subprotocols)
+        self.websocket = QueuedWebsocket.take_over(ws)
+        return self.websocket

@@ -1,0 +1,185 @@
+"""Sanic's WebSocket with a receive path that schedules nothing per message.
+
+Sanic hands every read from the socket to a new task, which feeds a frame assembler guarded by
+three locks, and each `recv` starts one more task to wait on that assembler: several trips
+through the event loop per frame, the largest share of the relay's CPU in profiles. Here a
+frame is assembled as soon as it is read, in `data_received`, and complete messages wait in a
+short queue that `recv` takes from; while that queue is full the socket is not read, so a peer
+that floods is held back by TCP, as with Sanic's own path.
+
+Pings, pongs and the closing handshake still go through Sanic's code unchanged, with one
+difference: when the peer closes, the close is answered (and the TCP connection ended) only
+once the handler has taken every message read before it. A phone that sends a command and
+closes at once still has its command relayed; Sanic would cancel the handler first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+from collections import deque
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Any
+
+from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.typing import Data
+
+INBOX_HIGH = 32  # messages read but not yet taken: stop reading the socket here ...
+INBOX_LOW = 8  # ... and read again once the handler is down to this many
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class QueuedWebsocket(WebsocketImplProtocol):
+    _inbox: deque[Data]
+    _waiter: asyncio.Future[Data] | None
+    _parts: list[Data]
+    _decoder: codecs.IncrementalDecoder | None
+    _reading_paused: bool
+    _ended: bool
+    _held: list[Callable[[], Coroutine[Any, Any, None]]]
+
+    @classmethod
+    def take_over(cls, ws: WebsocketImplProtocol) -> QueuedWebsocket:
+        """Give the socket Sanic has just opened this class's receive path.
+
+        Sanic builds its own class inside its handshake, with no hook to pick another, so the
+        object's class is switched before any frame is read (this class adds only methods and
+        the fields set here).
+        """
+        ws.__class__ = cls
+        assert isinstance(ws, QueuedWebsocket)
+        ws._inbox = deque()
+        ws._waiter = None
+        ws._parts = []
+        ws._decoder = None
+        ws._reading_paused = False
+        ws._ended = False
+        ws._held = []
+        return ws
+
+    # --- reading the socket (called by the transport) ----------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self.ws_proto.receive_data(data)
+        data_to_send, control = self._take_events()
+        if data_to_send or control:
+            self._run_or_hold(partial(self.async_data_received, data_to_send, control))
+
+    def eof_received(self) -> bool | None:
+        self.ws_proto.receive_eof()
+        data_to_send, control = self._take_events()
+        self._end()
+        self._run_or_hold(partial(self.async_eof_received, data_to_send, control))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._end()
+
+    def _run_or_hold(self, sanic_step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run Sanic's handling of what was read, unless it would end a connection whose
+        handler still has messages to take: then it waits for `_release`."""
+        if self._ended and (self._inbox or not self._receiving()):
+            self._held.append(sanic_step)
+        else:
+            asyncio.create_task(sanic_step())
+
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        for sanic_step in held:
+            asyncio.create_task(sanic_step())
+
+    def _receiving(self) -> bool:
+        return self._waiter is not None and not self._waiter.done()
+
+    def _take_events(self) -> tuple[list[bytes], list[Frame]]:
+        """Queue the messages just read; return what Sanic's code must send and handle
+        (replies the protocol wrote, such as pongs, and the pong and close frames read)."""
+        data_to_send = self.ws_proto.data_to_send()
+        control: list[Frame] = []
+        for event in self.ws_proto.events_received():
+            if not isinstance(event, Frame):
+                continue
+            if event.opcode in (Opcode.PONG, Opcode.CLOSE):
+                control.append(event)
+                if event.opcode is Opcode.CLOSE:
+                    self._end()
+            elif event.opcode is not Opcode.PING and not self._ended:
+                self._add_fragment(event)  # text, binary or continuation
+        return data_to_send, control
+
+    def _add_fragment(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.TEXT:
+            self._decoder = _utf8_decoder(errors="strict")
+        elif frame.opcode is Opcode.BINARY:
+            self._decoder = None
+        try:
+            part = self._decoder.decode(frame.data, frame.fin) if self._decoder else frame.data
+        except UnicodeDecodeError:
+            self.fail_connection(1007, "invalid UTF-8")
+            self._end()
+            return
+        if not frame.fin:
+            self._parts.append(part)
+            return
+        if self._parts:
+            self._parts.append(part)
+            part = "".join(self._parts) if self._decoder else b"".join(self._parts)  # type: ignore[arg-type]
+            self._parts = []
+        self._decoder = None
+        self._put(part)
+
+    def _put(self, message: Data) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_result(message)
+            return
+        self._inbox.append(message)
+        if len(self._inbox) >= INBOX_HIGH and not self._reading_paused:
+            self._reading_paused = True
+            self.io_proto.transport.pause_reading()
+
+    def _end(self) -> None:
+        """No more messages will come: wake a `recv` that waits for one."""
+        self._ended = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_exception(self._closed())
+
+    def _closed(self) -> ConnectionClosed:
+        proto = self.ws_proto
+        return ConnectionClosed(proto.close_rcvd, proto.close_sent, proto.close_rcvd_then_sent)
+
+    # --- the handler's side ------------------------------------------------------------------
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self._release()
+        await super().close(code, reason)
+
+    async def recv(self, timeout: float | None = None) -> Data | None:
+        """The next message; raises `ConnectionClosed` once the socket is done and drained.
+
+        Messages read before the socket closed are still returned, in order.
+        """
+        if self._inbox:
+            message = self._inbox.popleft()
+            if self._reading_paused and len(self._inbox) <= INBOX_LOW:
+                self._reading_paused = False
+                if self.io_proto.transport and not self._ended:
+                    self.io_proto.transport.resume_reading()
+            return message
+        if self._ended:
+            self._release()
+            raise self._closed()
+        waiter = self._waiter = self.loop.create_future()
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            if self._waiter is waiter:  # a message that comes later goes to the inbox
+                self._waiter = None
