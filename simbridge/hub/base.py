@@ -22,6 +22,10 @@ class Connection(Protocol):
 
     async def send(self, data: str) -> None: ...
 
+    def send_now(self, data: str) -> bool:
+        """Send without waiting if the socket can take the frame at once; False if it cannot
+        (the peer is behind on reading, or another send is under way): then use `send`."""
+
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
     def abort(self, code: int, reason: str) -> None:

@@ -47,6 +47,8 @@ class MemoryBroker:
         conn = self._connections.get(device_id)
         if conn is None:
             return False
+        if conn.send_now(frame):  # the common case: no timer, no lock, no task switch
+            return True
         try:
             async with asyncio.timeout(self._send_timeout):
                 await conn.send(frame)

@@ -57,7 +57,11 @@ class MessageLogWriter:
     async def write(
         self, from_id: int | None, to_id: int | None, msg_type: str, payload: str
     ) -> None:
-        await self._queue.put((from_id, to_id, msg_type, payload, self._clock()))
+        row = (from_id, to_id, msg_type, payload, self._clock())
+        try:
+            self._queue.put_nowait(row)
+        except asyncio.QueueFull:  # back-pressure: the sender waits for the writer
+            await self._queue.put(row)
         self._written += 1  # only once queued: a write cancelled while waiting adds nothing
 
     async def flush(self) -> None:

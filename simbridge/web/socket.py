@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sanic import Request, Websocket
+from sanic import Request
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 
 from simbridge.web.queued_websocket import QueuedWebsocket
@@ -14,11 +14,14 @@ from simbridge.web.queued_websocket import QueuedWebsocket
 class SanicSocket:
     __slots__ = ("_ws",)
 
-    def __init__(self, ws: Websocket) -> None:
+    def __init__(self, ws: QueuedWebsocket) -> None:
         self._ws = ws
 
     async def send(self, data: str) -> None:
         await self._ws.send(data)
+
+    def send_now(self, data: str) -> bool:
+        return self._ws.send_now(data)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code, reason)
