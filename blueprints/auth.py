@@ -52,7 +52,13 @@ async def change_password(request: Request) -> HTTPResponse:
     user = request.ctx.user
     guard = ctx.guard.login(user.username, client_address(request, ctx.settings))
     token = await revocation.change_password(
-        user, change.current_password, change.new_password, ctx.settings, guard, ctx.relay
+        user,
+        change.current_password,
+        change.new_password,
+        ctx.settings,
+        guard,
+        ctx.identities,
+        ctx.relay,
     )
     return json({"token": token, "user_id": user.id})
 
@@ -64,5 +70,5 @@ async def logout_all(request: Request) -> HTTPResponse:
     """Revoke every token issued so far (their sockets close); returns a fresh token."""
     ctx = app_context(request)
     user = request.ctx.user
-    token = await revocation.log_out_everywhere(user, ctx.settings, ctx.relay)
+    token = await revocation.log_out_everywhere(user, ctx.settings, ctx.identities, ctx.relay)
     return json({"token": token, "user_id": user.id})

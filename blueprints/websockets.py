@@ -37,7 +37,11 @@ async def admit(request: Request) -> None:
         raise Forbidden("This Origin may not open a socket")
     device_type = DeviceType(request.route.ctx.device_type)
     request.ctx.admission = await admit_socket(
-        socket_token(request), request.match_info["device_id"], device_type, ctx.settings, ctx.relay
+        socket_token(request),
+        request.match_info["device_id"],
+        device_type,
+        ctx.identities,
+        ctx.relay,
     )
 
 
@@ -57,7 +61,10 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
     relay = app_context(request).relay
     admission = request.ctx.admission
     conn = SanicSocket(ws)
-    session = relay.open_session(conn, device_id, admission.user_id, admission.token_version)
+    device_type = DeviceType(request.route.ctx.device_type)
+    session = relay.open_session(
+        conn, device_id, device_type, admission.user_id, admission.token_version
+    )
     try:
         if not await admission.still_valid(device_id):
             await close_quietly(conn, CLOSE_REVOKED, "revoked")

@@ -72,6 +72,7 @@ class Settings:
     max_live_codes_per_host: int = 3
     max_live_codes_per_user: int = 5
     max_json_depth: int = 32
+    user_cache_seconds: float = 10.0
     trusted_proxy_header: str = ""
     trusted_proxies: str = "127.0.0.1,::1"
     allowed_origins: str = ""
@@ -126,6 +127,8 @@ class Settings:
             found.append(workers_problem)
         if not 4 <= self.bcrypt_rounds <= 16:
             found.append("SIMBRIDGE_BCRYPT_ROUNDS must be between 4 and 16 (12 recommended)")
+        if self.user_cache_seconds < 0:
+            found.append("SIMBRIDGE_USER_CACHE_SECONDS must be 0 (no cache) or more")
         for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 found.append(f"SIMBRIDGE_{name.upper()} must be greater than 0")

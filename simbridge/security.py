@@ -30,6 +30,7 @@ DEVICE_TOKEN_PREFIX = "sbd_"
 class TokenClaims:
     user_id: int
     version: int
+    expires_at: int  # seconds since the epoch
 
 
 async def hash_password(password: str, rounds: int) -> str:
@@ -65,7 +66,7 @@ def read_token(token: str, secret: str, now: datetime) -> TokenClaims | None:
         version = claims.get("ver", 0)
         if claims["exp"] <= now.timestamp() or type(version) is not int:
             return None
-        return TokenClaims(user_id=int(claims["sub"]), version=version)
+        return TokenClaims(user_id=int(claims["sub"]), version=version, expires_at=claims["exp"])
     except (jwt.InvalidTokenError, ValueError, TypeError):
         return None
 

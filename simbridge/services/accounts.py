@@ -12,8 +12,8 @@ from tortoise.expressions import F
 
 from simbridge.config import Settings
 from simbridge.errors import InvalidCredentials, UsernameTaken
-from simbridge.models import USERNAME_MAX_LENGTH, User, is_stored_id
-from simbridge.security import create_token, hash_password, read_token, verify_password
+from simbridge.models import USERNAME_MAX_LENGTH, User
+from simbridge.security import create_token, hash_password, verify_password
 from simbridge.services.guard import Rules
 
 WRONG_LOGIN = "Incorrect username or password"
@@ -68,18 +68,6 @@ async def revoke_tokens(user: User, settings: Settings) -> str:
     """Revoke every token of the user issued so far; returns a fresh one."""
     await _bump_token_version(user)
     return issue_token(user, settings)
-
-
-async def user_for_token(token: str | None, settings: Settings) -> tuple[User, int]:
-    """The user a valid, unrevoked token names, and the token's version."""
-    if not token:
-        raise InvalidCredentials("Not authenticated: send Authorization: Bearer <token>")
-    claims = read_token(token, settings.jwt_secret, settings.clock())
-    known = claims is not None and is_stored_id(claims.user_id)
-    user = await User.get_or_none(id=claims.user_id) if claims and known else None
-    if user is None or claims is None or claims.version != user.token_version:
-        raise InvalidCredentials()
-    return user, claims.version
 
 
 def issue_token(user: User, settings: Settings) -> str:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simbridge.config import Settings
 from simbridge.errors import TooManyRequests
 from simbridge.models import Device, DeviceType
 from simbridge.security import is_device_token
-from simbridge.services.accounts import user_for_token
 from simbridge.services.devices import device_for_token, owned_device
+from simbridge.services.identities import Identities
 from simbridge.services.relay import Relay
 
 SOCKET_CAP_RETRY_SECONDS = 60
@@ -35,7 +34,11 @@ class Admission:
 
 
 async def admit_socket(
-    token: str | None, device_id: int, device_type: DeviceType, settings: Settings, relay: Relay
+    token: str | None,
+    device_id: int,
+    device_type: DeviceType,
+    identities: Identities,
+    relay: Relay,
 ) -> Admission:
     """Admit a handshake whose credential opens this device, on this path's type.
 
@@ -46,7 +49,7 @@ async def admit_socket(
         device = await device_for_token(token, device_id, device_type)
         admission = Admission(device.user_id, None, device.device_token)
     else:
-        user, version = await user_for_token(token, settings)
+        user, version = await identities.user_for_token(token)
         await owned_device(user, device_id, device_type)
         admission = Admission(user.id, version)
     if not relay.has_room(admission.user_id, device_id):

@@ -60,12 +60,18 @@ class Relay:
         )
 
     def open_session(
-        self, conn: Connection, device_id: int, user_id: int, token_version: int | None
+        self,
+        conn: Connection,
+        device_id: int,
+        device_type: DeviceType,
+        user_id: int,
+        token_version: int | None,
     ) -> Session:
         """Count a new socket in; whatever happens next, `disconnect` must follow."""
         session = Session(
             conn=conn,
             device_id=device_id,
+            device_type=device_type,
             user_id=user_id,
             credential=USER_TOKEN if token_version is not None else DEVICE_TOKEN,
             token_version=token_version,
@@ -210,8 +216,13 @@ class Relay:
 
     # --- REST fallback --------------------------------------------------------------------
     async def send_command(self, user: User, host_id: int, cmd: str, args: dict[str, Any]) -> str:
-        """Relay a command from the REST API to the caller's host; returns its `req_id`."""
-        await owned_device(user, host_id, DeviceType.HOST)
+        """Relay a command from the REST API to the caller's host; returns its `req_id`.
+
+        A host with a socket open here was checked when it connected; any other is looked up
+        (to answer 404 or 403 before 503).
+        """
+        if not self._sessions.opened_by(user.id, host_id, DeviceType.HOST):
+            await owned_device(user, host_id, DeviceType.HOST)
         req_id = uuid.uuid4().hex
         text = protocol.encode({"type": COMMAND, "cmd": cmd, **args, "req_id": req_id})
         if not await self._deliver(None, host_id, COMMAND, text):

@@ -7,21 +7,32 @@ from simbridge.config import Settings
 from simbridge.models import User
 from simbridge.services import accounts, devices
 from simbridge.services.guard import Rules
+from simbridge.services.identities import Identities
 from simbridge.services.relay import Relay
 from simbridge.services.sessions import DEVICE_TOKEN, USER_TOKEN, Session
 
 
-async def log_out_everywhere(user: User, settings: Settings, relay: Relay) -> str:
+async def log_out_everywhere(
+    user: User, settings: Settings, identities: Identities, relay: Relay
+) -> str:
     """Revoke every token of the user; returns a fresh one."""
     token = await accounts.revoke_tokens(user, settings)
+    identities.forget(user.id)
     await _close_older_user_tokens(user, relay)
     return token
 
 
 async def change_password(
-    user: User, current: str, new: str, settings: Settings, guard: Rules, relay: Relay
+    user: User,
+    current: str,
+    new: str,
+    settings: Settings,
+    guard: Rules,
+    identities: Identities,
+    relay: Relay,
 ) -> str:
     token = await accounts.change_password(user, current, new, settings, guard)
+    identities.forget(user.id)
     await _close_older_user_tokens(user, relay)
     return token
 

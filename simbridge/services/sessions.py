@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from simbridge.hub import Connection
 from simbridge.limits import TokenBucket
+from simbridge.models import DeviceType
 
 USER_TOKEN = "user"
 DEVICE_TOKEN = "device"
@@ -20,6 +21,7 @@ class Session:
 
     conn: Connection
     device_id: int
+    device_type: DeviceType
     user_id: int
     credential: str
     token_version: int | None
@@ -51,6 +53,14 @@ class Sessions:
     def others_of_user(self, user_id: int, device_id: int) -> int:
         """How many sockets the user has open for devices other than `device_id`."""
         return sum(1 for s in self._by_user.get(user_id, ()) if s.device_id != device_id)
+
+    def opened_by(self, user_id: int, device_id: int, device_type: DeviceType) -> bool:
+        """Whether the user has a socket open for their device `device_id` of this type
+        (admission checked both, so no query is needed to know it)."""
+        return any(
+            s.device_id == device_id and s.device_type is device_type
+            for s in self._by_user.get(user_id, ())
+        )
 
     def matching(self, user_id: int, keep: Callable[[Session], bool]) -> Iterator[Session]:
         yield from [s for s in self._by_user.get(user_id, ()) if keep(s)]

@@ -10,7 +10,6 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from simbridge.models import User
-from simbridge.services.accounts import user_for_token
 from simbridge.web.context import app_context
 
 Handler = Callable[..., Awaitable[HTTPResponse]]
@@ -46,7 +45,7 @@ def _subprotocol_token(request: Request) -> str | None:
 
 
 async def current_user(request: Request) -> User:
-    user, _ = await user_for_token(bearer_token(request), app_context(request).settings)
+    user, _ = await app_context(request).identities.user_for_token(bearer_token(request))
     return user
 
 

@@ -12,6 +12,7 @@ from simbridge.config import Settings
 
 if TYPE_CHECKING:
     from simbridge.services.guard import Guard
+    from simbridge.services.identities import Identities
     from simbridge.services.relay import Relay
     from simbridge.services.retention import RetentionTask
 
@@ -21,6 +22,7 @@ class AppContext:
     settings: Settings
     relay: Relay = field(init=False)
     guard: Guard = field(init=False)
+    identities: Identities = field(init=False)
     retention: RetentionTask = field(init=False)
 
 

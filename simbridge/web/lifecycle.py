@@ -15,6 +15,7 @@ from simbridge.hub import make_broker
 from simbridge.limits import MemoryLimiter
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Guard
+from simbridge.services.identities import Identities
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
 from simbridge.services.retention import RetentionTask
@@ -58,6 +59,7 @@ async def _start(app: Sanic) -> None:
     writer.start()
     ctx.relay = Relay(broker=broker, directory=PairingDirectory(), writer=writer, settings=settings)
     ctx.guard = Guard(MemoryLimiter(settings.clock), settings)
+    ctx.identities = Identities(settings)
     ctx.retention = RetentionTask(
         clock=settings.clock,
         days=settings.retention_days,

@@ -336,12 +336,16 @@ async def test_forge_helper_builds_accepted_token_when_nothing_is_wrong(
 
 
 async def test_use_token_of_deleted_user_is_401_on_rest_and_handshake(
-    server: LiveServer, http: httpx.AsyncClient, settings: Settings
+    server: LiveServer, http: httpx.AsyncClient, settings: Settings, clock: ManualClock
 ) -> None:
+    """A user removed from the database behind the server's back (there is no API for it) is
+    refused once the user cache (`user_cache_seconds`) has let go of them."""
     carol = await make_account(http, "carol")
     host = await make_device(http, carol, "host")
+    assert (await http.get("/devices", headers=carol.headers)).status_code == 200  # cached now
     with sqlite3.connect(settings.db_path) as db:
         db.execute("DELETE FROM users WHERE id = ?", (carol.user_id,))
+    clock.advance(settings.user_cache_seconds + 1)
 
     assert_unauthorized(await http.get("/devices", headers=carol.headers))
     assert (await handshake(server, host, carol.token, "query")).status == 401
