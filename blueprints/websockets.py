@@ -70,7 +70,8 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
             await close_quietly(conn, CLOSE_REVOKED, "revoked")
             return
         await relay.connect(session)
-        async for raw in ws:
+        while True:  # until the socket closes: recv then raises ConnectionClosed
+            raw = await ws.recv()
             try:
                 reply = await relay.handle(session, raw)
             except Exception:  # a bug of ours must not close the socket or reach the client

@@ -41,6 +41,7 @@ class MessageLogWriter:
         self._written = 0  # rows handed to `write` so far
         self._done = 0  # of those, rows committed (or given up on)
         self._progress = asyncio.Condition()
+        self._batch_ready = asyncio.Event()  # set by `write` once a whole batch is queued
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -62,6 +63,8 @@ class MessageLogWriter:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:  # back-pressure: the sender waits for the writer
             await self._queue.put(row)
+        if self._queue.qsize() + 1 >= self._batch_size:  # with the row the writer holds
+            self._batch_ready.set()
         self._written += 1  # only once queued: a write cancelled while waiting adds nothing
 
     async def flush(self) -> None:
@@ -79,19 +82,17 @@ class MessageLogWriter:
                 self._progress.notify_all()
 
     async def _next_batch(self) -> list[LogRow]:
+        """The rows to insert next: up to a batch, gathered for at most `flush_seconds` after
+        the first one arrived (one wake-up per batch, not one per row)."""
         batch = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self._flush_seconds
-        while len(batch) < self._batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
+        if self._queue.qsize() + 1 < self._batch_size:
+            self._batch_ready.clear()
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                await asyncio.wait_for(self._batch_ready.wait(), self._flush_seconds)
             except TimeoutError:
-                break
+                pass
+        while len(batch) < self._batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
         return batch
 
     async def _insert(self, batch: list[LogRow]) -> None:
