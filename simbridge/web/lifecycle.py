@@ -16,6 +16,7 @@ from simbridge.limits import MemoryLimiter
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Guard
 from simbridge.services.identities import Identities
+from simbridge.services.log_store import OrmLogStore, SqliteLogStore
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
 from simbridge.services.retention import RetentionTask
@@ -51,6 +52,7 @@ async def _start(app: Sanic) -> None:
     broker = make_broker(settings)
     await broker.start()
     writer = MessageLogWriter(
+        store=SqliteLogStore(settings.sqlite_path) if settings.is_sqlite else OrmLogStore(),
         clock=settings.clock,
         batch_size=settings.log_batch_size,
         flush_seconds=settings.log_flush_seconds,

@@ -14,6 +14,7 @@ from simbridge.clock import ManualClock
 from simbridge.config import Settings
 from simbridge.db import apply_migrations, tortoise_config
 from simbridge.models import Device, DeviceType, MessageLog, User
+from simbridge.services.log_store import LogStore, OrmLogStore, SqliteLogStore
 from simbridge.services.message_log import MessageLogWriter
 
 POLL_INTERVAL = 0.01
@@ -24,11 +25,13 @@ POLL_LIMIT = 5.0
 class Devices:
     host: int
     client: int
+    store: LogStore
 
 
-@pytest.fixture
-async def devices(tmp_path: Path) -> AsyncIterator[Devices]:
-    """A migrated SQLite file with Tortoise initialised on it, and one host and one client."""
+@pytest.fixture(params=["own-sqlite-connection", "tortoise"])
+async def devices(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Devices]:
+    """A migrated SQLite file with Tortoise initialised on it, one host and one client, and a
+    log store of each kind on that file (the server uses its own connection on SQLite)."""
     settings = Settings(jwt_secret="x" * 40, db_path=str(tmp_path / "log.db"))
     await apply_migrations(settings)
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
@@ -36,16 +39,30 @@ async def devices(tmp_path: Path) -> AsyncIterator[Devices]:
         user = await User.create(username="logger", password_hash="not-a-real-hash")
         host = await Device.create(user=user, name="host", device_type=DeviceType.HOST)
         client = await Device.create(user=user, name="client", device_type=DeviceType.CLIENT)
-        yield Devices(host=host.id, client=client.id)
+        store = (
+            SqliteLogStore(settings.sqlite_path)
+            if request.param == "own-sqlite-connection"
+            else OrmLogStore()
+        )
+        yield Devices(host=host.id, client=client.id, store=store)
+        await store.close()
     finally:
         await Tortoise.close_connections()
 
 
 def make_writer(
-    clock: ManualClock, batch_size: int = 10, flush_seconds: float = 0.01, queue_size: int = 1000
+    devices: Devices,
+    clock: ManualClock,
+    batch_size: int = 10,
+    flush_seconds: float = 0.01,
+    queue_size: int = 1000,
 ) -> MessageLogWriter:
     return MessageLogWriter(
-        clock=clock, batch_size=batch_size, flush_seconds=flush_seconds, queue_size=queue_size
+        store=devices.store,
+        clock=clock,
+        batch_size=batch_size,
+        flush_seconds=flush_seconds,
+        queue_size=queue_size,
     )
 
 
@@ -73,7 +90,7 @@ async def completes(awaitable: Awaitable[object], within: float) -> bool:
 
 
 async def test_write_stores_rows_with_their_fields(devices: Devices, clock: ManualClock) -> None:
-    writer = make_writer(clock, batch_size=10)
+    writer = make_writer(devices, clock, batch_size=10)
     writer.start()
     expected = []
     for n in range(35):
@@ -100,7 +117,7 @@ async def test_write_commits_full_batch_without_waiting_for_timer(
     devices: Devices, clock: ManualClock
 ) -> None:
     # The timer is far away: only a full batch (10 rows) can be committed before it fires.
-    writer = make_writer(clock, batch_size=10, flush_seconds=60)
+    writer = make_writer(devices, clock, batch_size=10, flush_seconds=60)
     writer.start()
     for n in range(35):
         await writer.write(devices.client, devices.host, "command", f'{{"n":{n}}}')
@@ -119,7 +136,7 @@ async def test_write_commits_full_batch_without_waiting_for_timer(
 
 
 async def test_flush_waits_for_rows_written_before_it(devices: Devices, clock: ManualClock) -> None:
-    writer = make_writer(clock, batch_size=10, flush_seconds=0.05)
+    writer = make_writer(devices, clock, batch_size=10, flush_seconds=0.05)
     writer.start()
     for n in range(25):
         await writer.write(devices.host, devices.client, "event", f'{{"n":{n}}}')
@@ -132,7 +149,7 @@ async def test_flush_waits_for_rows_written_before_it(devices: Devices, clock: M
 
 
 async def test_stop_commits_every_queued_row_once(devices: Devices, clock: ManualClock) -> None:
-    writer = make_writer(clock, batch_size=7, flush_seconds=0.01)
+    writer = make_writer(devices, clock, batch_size=7, flush_seconds=0.01)
     writer.start()
     payloads = [f'{{"n":{n}}}' for n in range(50)]
     for payload in payloads:
@@ -146,7 +163,7 @@ async def test_stop_commits_every_queued_row_once(devices: Devices, clock: Manua
 async def test_write_waits_while_queue_full_until_writer_starts(
     devices: Devices, clock: ManualClock
 ) -> None:
-    writer = make_writer(clock, batch_size=10, flush_seconds=0.01, queue_size=2)
+    writer = make_writer(devices, clock, batch_size=10, flush_seconds=0.01, queue_size=2)
     await asyncio.wait_for(writer.write(devices.client, devices.host, "command", '{"n":0}'), 1)
     await asyncio.wait_for(writer.write(devices.client, devices.host, "command", '{"n":1}'), 1)
     third = asyncio.create_task(writer.write(devices.client, devices.host, "command", '{"n":2}'))
@@ -167,7 +184,7 @@ async def test_flush_returns_when_a_blocked_write_was_cancelled(
 ) -> None:
     """A socket handler can be cancelled (client gone) while its write waits on a full queue;
     the row never entered the queue, so `flush` (GET /history, shutdown) must not wait for it."""
-    writer = make_writer(clock, batch_size=10, flush_seconds=0.01, queue_size=1)
+    writer = make_writer(devices, clock, batch_size=10, flush_seconds=0.01, queue_size=1)
     await writer.write(devices.client, devices.host, "command", '{"n":0}')
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(
