@@ -10,6 +10,7 @@ driver sends a batch in one round trip already.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Protocol
 
 from simbridge.models import MessageLog
+
+log = logging.getLogger("simbridge.message_log")
 
 # One row, in the column order of `COLUMNS`.
 LogRow = tuple[int | None, int | None, str, str, datetime]
@@ -32,8 +35,12 @@ def insert_statement(dialect: str) -> str:
 
 
 class LogStore(Protocol):
-    async def insert(self, rows: Sequence[LogRow]) -> None:
-        """Store every row, or none of them (raise)."""
+    async def insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
+        """Commit each batch in a transaction of its own.
+
+        A batch refused as a whole (a row names a device deleted since) is stored row by row,
+        and a row refused even alone is logged and dropped: every row that can be kept is.
+        """
 
     async def close(self) -> None: ...
 
@@ -41,9 +48,19 @@ class LogStore(Protocol):
 class OrmLogStore:
     """Through the database Tortoise was initialised with."""
 
-    async def insert(self, rows: Sequence[LogRow]) -> None:
+    async def insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
         db = MessageLog._meta.db
-        await db.execute_many(insert_statement(db.schema_generator.DIALECT), list(rows))
+        statement = insert_statement(db.schema_generator.DIALECT)
+        for batch in batches:
+            try:
+                await db.execute_many(statement, list(batch))
+            except Exception:
+                _refused(batch)
+                for row in batch:
+                    try:
+                        await db.execute_query(statement, list(row))
+                    except Exception:
+                        log.exception("could not store the log row of a %s", row[2])
 
     async def close(self) -> None:
         return None
@@ -57,18 +74,28 @@ class SqliteLogStore:
         self._connection: sqlite3.Connection | None = None
         self._statement = insert_statement("sqlite")
 
-    async def insert(self, rows: Sequence[LogRow]) -> None:
-        await asyncio.to_thread(self._insert, rows)
+    async def insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
+        await asyncio.to_thread(self._insert, batches)
 
     async def close(self) -> None:
         if self._connection is not None:
             await asyncio.to_thread(self._connection.close)
             self._connection = None
 
-    def _insert(self, rows: Sequence[LogRow]) -> None:
+    def _insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
         connection = self._connect()
-        with connection:  # BEGIN, then COMMIT, or ROLLBACK if any row is refused
-            connection.executemany(self._statement, rows)
+        for batch in batches:
+            try:
+                with connection:  # BEGIN, then COMMIT, or ROLLBACK if any row is refused
+                    connection.executemany(self._statement, batch)
+            except sqlite3.Error:
+                _refused(batch)
+                for row in batch:
+                    try:
+                        with connection:
+                            connection.execute(self._statement, row)
+                    except sqlite3.Error:
+                        log.exception("could not store the log row of a %s", row[2])
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -80,3 +107,7 @@ class SqliteLogStore:
             connection.execute("PRAGMA synchronous=NORMAL")  # the durability README promises
             self._connection = connection
         return self._connection
+
+
+def _refused(batch: Sequence[LogRow]) -> None:
+    log.warning("batch of %d log rows refused; storing them one by one", len(batch))

@@ -9,12 +9,11 @@ everything still queued.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from simbridge.clock import Clock
 from simbridge.services.log_store import LogRow, LogStore
 
-log = logging.getLogger("simbridge.message_log")
+BATCHES_PER_TRIP = 8
 
 
 class MessageLogWriter:
@@ -69,33 +68,27 @@ class MessageLogWriter:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
-            await self._insert(batch)
+            batches = await self._next_batches()
+            await asyncio.shield(self._store.insert(batches))  # a cancelled stop still commits
             async with self._progress:
-                self._done += len(batch)
+                self._done += sum(len(batch) for batch in batches)
                 self._progress.notify_all()
 
-    async def _next_batch(self) -> list[LogRow]:
-        """The rows to insert next: up to a batch, gathered for at most `flush_seconds` after
-        the first one arrived (one wake-up per batch, not one per row)."""
-        batch = [await self._queue.get()]
+    async def _next_batches(self) -> list[list[LogRow]]:
+        """The rows to commit next: a batch gathered for at most `flush_seconds` after its first
+        row arrived (one wake-up per batch, not per row), and, when whole batches are waiting,
+        up to `BATCHES_PER_TRIP - 1` of them: a backlog costs one trip to the store per several
+        batches rather than one each."""
+        first = [await self._queue.get()]
         if self._queue.qsize() + 1 < self._batch_size:
             self._batch_ready.clear()
             try:
                 await asyncio.wait_for(self._batch_ready.wait(), self._flush_seconds)
             except TimeoutError:
                 pass
-        while len(batch) < self._batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
-
-    async def _insert(self, batch: list[LogRow]) -> None:
-        try:
-            await asyncio.shield(self._store.insert(batch))
-        except Exception:  # e.g. a device deleted since: keep every row that can be kept
-            log.warning("batch of %d log rows refused; storing them one by one", len(batch))
-            for row in batch:
-                try:
-                    await asyncio.shield(self._store.insert([row]))
-                except Exception:
-                    log.exception("could not store the log row of a %s", row[2])
+        while len(first) < self._batch_size and not self._queue.empty():
+            first.append(self._queue.get_nowait())
+        batches = [first]
+        while len(batches) < BATCHES_PER_TRIP and self._queue.qsize() >= self._batch_size:
+            batches.append([self._queue.get_nowait() for _ in range(self._batch_size)])
+        return batches
