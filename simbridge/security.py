@@ -1,7 +1,9 @@
 """Passwords and tokens, with no web framework in sight.
 
 bcrypt is slow on purpose (about 0.3 s at cost 12), so it always runs in a worker thread:
-one login must never stall the messages every other device is relaying.
+one login must never stall the messages every other device is relaying. Those threads are
+fewer than the cores (one on a 2-core machine): ten logins at once would otherwise take every
+core from the event loop, and relaying would wait for CPU instead of for the loop.
 
 Two kinds of credential open a device's socket:
 - a user token: a JWT (HS256 only) with `sub`, `iat`, `exp` and `ver`, the user's token
@@ -15,9 +17,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
 import bcrypt
 import jwt
@@ -33,14 +40,29 @@ class TokenClaims:
     expires_at: int  # seconds since the epoch
 
 
+BCRYPT_THREADS = max(1, (os.cpu_count() or 2) - 1)
+_bcrypt_pool: ThreadPoolExecutor | None = None
+
+
+T = TypeVar("T")
+
+
+async def run_bcrypt(work: Callable[[], T]) -> T:
+    """Run bcrypt work on the pool kept for it, so it leaves a core to the event loop."""
+    global _bcrypt_pool
+    if _bcrypt_pool is None:  # created on first use: importing this module starts no thread
+        _bcrypt_pool = ThreadPoolExecutor(BCRYPT_THREADS, thread_name_prefix="bcrypt")
+    return await asyncio.get_running_loop().run_in_executor(_bcrypt_pool, work)
+
+
 async def hash_password(password: str, rounds: int) -> str:
     salt = bcrypt.gensalt(rounds=rounds)
-    hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), salt)
+    hashed = await run_bcrypt(partial(bcrypt.hashpw, password.encode(), salt))
     return hashed.decode()
 
 
 async def verify_password(password: str, password_hash: str) -> bool:
-    return await asyncio.to_thread(bcrypt.checkpw, password.encode(), password_hash.encode())
+    return await run_bcrypt(partial(bcrypt.checkpw, password.encode(), password_hash.encode()))
 
 
 def create_token(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import bcrypt
@@ -13,7 +12,7 @@ from tortoise.expressions import F
 from simbridge.config import Settings
 from simbridge.errors import InvalidCredentials, UsernameTaken
 from simbridge.models import USERNAME_MAX_LENGTH, User
-from simbridge.security import create_token, hash_password, verify_password
+from simbridge.security import create_token, hash_password, run_bcrypt, verify_password
 from simbridge.services.guard import Rules
 
 WRONG_LOGIN = "Incorrect username or password"
@@ -90,7 +89,7 @@ async def _password_matches(user: User | None, password: str, settings: Settings
     if user is not None:
         stored_hash = user.password_hash
     else:
-        stored_hash = await asyncio.to_thread(_dummy_hash, settings.bcrypt_rounds)
+        stored_hash = await run_bcrypt(partial(_dummy_hash, settings.bcrypt_rounds))
     try:
         return await verify_password(password, stored_hash) and user is not None
     except ValueError:  # over bcrypt's 72 bytes: cannot be anyone's password

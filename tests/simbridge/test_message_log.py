@@ -198,3 +198,23 @@ async def test_flush_returns_when_a_blocked_write_was_cancelled(
 
     assert flushed, "flush() waits for a row whose write was cancelled before it was queued"
     assert await stored_payloads() == ['{"n":0}']
+
+
+async def test_rows_of_a_deleted_device_do_not_cost_the_rest_of_their_batch(
+    devices: Devices, clock: ManualClock
+) -> None:
+    """A device removed while its rows were queued: its rows are refused by the foreign key,
+    every other row of the batch is kept."""
+    owner = await User.get(username="logger")
+    gone = await Device.create(user=owner, name="gone", device_type=DeviceType.CLIENT)
+    gone_id = gone.id
+    await gone.delete()
+    writer = make_writer(devices, clock, batch_size=10, flush_seconds=0.01)
+    writer.start()
+    for n in range(6):
+        sender = gone_id if n % 3 == 0 else devices.client
+        await writer.write(sender, devices.host, "command", f'{{"n":{n}}}')
+    await asyncio.wait_for(writer.flush(), POLL_LIMIT)
+    await writer.stop()
+
+    assert await stored_payloads() == [f'{{"n":{n}}}' for n in (1, 2, 4, 5)]
