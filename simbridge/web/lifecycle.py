@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from sanic import Request, Sanic
@@ -21,6 +22,11 @@ from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
 from simbridge.services.retention import RetentionTask
 from simbridge.web.context import AppContext
+
+# Worker threads (the SQLite log writer, bcrypt) need the GIL back after each call into C; with
+# Python's default of 5 ms a busy event loop made them wait that long every time, and the log
+# writer, not the relay, set the pace (throughput 0.55-0.59 of the bare relay, 0.62-0.70 at 1 ms).
+GIL_SWITCH_SECONDS = 0.001
 
 log = logging.getLogger("simbridge")
 access_log = logging.getLogger("simbridge.access")
@@ -45,6 +51,7 @@ async def _refuse_many_workers(app: Sanic) -> None:
 async def _start(app: Sanic) -> None:
     ctx: AppContext = app.ctx
     settings = ctx.settings
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     applied = await apply_migrations(settings)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
