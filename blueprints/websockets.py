@@ -57,6 +57,15 @@ async def client_socket(request: Request, ws: Websocket, device_id: int) -> None
     await _serve(request, ws, device_id)
 
 
+async def _reply(conn: SanicSocket, reply: str) -> None:
+    """Answer the sender, unless its socket is closing: the frames it sent before its close
+    are still handled (a `ping` before a command must not cost the command)."""
+    try:
+        await conn.send(reply)
+    except (ConnectionClosed, WebsocketClosed):
+        pass
+
+
 async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
     relay = app_context(request).relay
     admission = request.ctx.admission
@@ -78,7 +87,7 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
                 log.exception("frame from device %s could not be handled", device_id)
                 reply = INTERNAL_ERROR
             if reply is not None:
-                await conn.send(reply)
+                await _reply(conn, reply)
     except (ConnectionClosed, WebsocketClosed):
         pass  # the peer left, keepalive gave up, or the socket was replaced: all normal
     finally:

@@ -47,6 +47,7 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
+    ws_close_timeout: float = 10.0
     send_timeout_seconds: float = 5.0
     request_correlation_seconds: int = 600
     log_batch_size: int = 500
@@ -138,6 +139,7 @@ class Settings:
 
 
 _POSITIVE = (
+    "ws_close_timeout",
     "token_ttl_seconds",
     "pairing_code_ttl_seconds",
     "max_body_bytes",

@@ -40,7 +40,7 @@ class TokenClaims:
     expires_at: int  # seconds since the epoch
 
 
-BCRYPT_THREADS = max(1, (os.cpu_count() or 2) - 1)
+BCRYPT_THREADS = max(1, len(os.sched_getaffinity(0)) - 1)  # the cores this process may use
 _bcrypt_pool: ThreadPoolExecutor | None = None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -30,7 +31,9 @@ BUSY_TIMEOUT_SECONDS = 5.0  # as Tortoise's connection: a write of the REST API 
 
 
 _COLUMN_LIST = ", ".join(f'"{column}"' for column in COLUMNS)
-ROWS_PER_SQLITE_STATEMENT = 1000  # 5,000 parameters: well under SQLite's limit of 32,766
+ROWS_PER_SQLITE_STATEMENT = 1000  # 5,000 parameters, if the SQLite library allows as many
+BUSY_ATTEMPTS = 3
+BUSY_RETRY_SECONDS = 1.0
 
 
 def insert_statement(dialect: str) -> str:
@@ -86,9 +89,11 @@ class SqliteLogStore:
     waits on the busy event loop's thread for every row nor makes that thread wait.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_retry_seconds: float = BUSY_RETRY_SECONDS) -> None:
         self._path = path
+        self._busy_retry_seconds = busy_retry_seconds
         self._connection: sqlite3.Connection | None = None
+        self._rows_per_statement = 1  # set from the SQLite library's limit when connecting
 
     async def insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
         await asyncio.to_thread(self._insert, batches)
@@ -99,14 +104,21 @@ class SqliteLogStore:
             self._connection = None
 
     def _insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
-        connection = self._connect()
         for batch in batches:
+            self._insert_batch(batch)
+
+    def _insert_batch(self, batch: Sequence[LogRow]) -> None:
+        """Commit the batch; a busy database (the REST API's connection holding the lock
+        past the busy timeout) is waited for, a refused row costs only itself."""
+        for attempt in range(1, BUSY_ATTEMPTS + 1):
+            connection = self._connect()
             try:
                 with connection:  # BEGIN, then COMMIT, or ROLLBACK if any row is refused
-                    for start in range(0, len(batch), ROWS_PER_SQLITE_STATEMENT):
-                        rows = batch[start : start + ROWS_PER_SQLITE_STATEMENT]
+                    for start in range(0, len(batch), self._rows_per_statement):
+                        rows = batch[start : start + self._rows_per_statement]
                         connection.execute(sqlite_insert(len(rows)), list(chain(*rows)))
-            except sqlite3.Error:
+                return
+            except sqlite3.IntegrityError:
                 _refused(batch)
                 for row in batch:
                     try:
@@ -114,6 +126,12 @@ class SqliteLogStore:
                             connection.execute(sqlite_insert(1), row)
                     except sqlite3.Error:
                         log.exception("could not store the log row of a %s", row[2])
+                return
+            except sqlite3.OperationalError:
+                if attempt == BUSY_ATTEMPTS:
+                    raise
+                log.warning("log batch not stored (attempt %d), retrying", attempt, exc_info=True)
+                time.sleep(self._busy_retry_seconds)  # a worker thread: the event loop runs on
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -123,6 +141,8 @@ class SqliteLogStore:
             )
             connection.execute("PRAGMA foreign_keys=ON")  # as Tortoise: no row for a lost device
             connection.execute("PRAGMA synchronous=NORMAL")  # the durability README promises
+            variables = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._rows_per_statement = min(ROWS_PER_SQLITE_STATEMENT, variables // len(COLUMNS))
             self._connection = connection
         return self._connection
 

@@ -9,10 +9,12 @@ everything still queued.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from simbridge.clock import Clock
 from simbridge.services.log_store import LogRow, LogStore
 
+log = logging.getLogger("simbridge.message_log")
 BATCHES_PER_TRIP = 8
 
 
@@ -35,6 +37,7 @@ class MessageLogWriter:
         self._progress = asyncio.Condition()
         self._batch_ready = asyncio.Event()  # set by `write` once a whole batch is queued
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="message-log-writer")
@@ -46,6 +49,8 @@ class MessageLogWriter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._in_flight is not None:  # the store must not close under a running insert
+            await asyncio.gather(self._in_flight, return_exceptions=True)
         await self._store.close()
 
     async def write(
@@ -69,7 +74,12 @@ class MessageLogWriter:
     async def _run(self) -> None:
         while True:
             batches = await self._next_batches()
-            await asyncio.shield(self._store.insert(batches))  # a cancelled stop still commits
+            self._in_flight = asyncio.ensure_future(self._store.insert(batches))
+            try:
+                await asyncio.shield(self._in_flight)  # a cancelled stop still commits
+            except Exception:  # the writer must outlive any failure, or relaying would stall
+                rows = sum(len(batch) for batch in batches)
+                log.exception("%d message-log rows could not be stored", rows)
             async with self._progress:
                 self._done += sum(len(batch) for batch in batches)
                 self._progress.notify_all()

@@ -29,6 +29,7 @@ from websockets.protocol import State
 from websockets.typing import Data
 
 INBOX_HIGH = 32  # messages read but not yet taken: stop reading the socket here ...
+INBOX_HIGH_BYTES = 256 * 1024  # ... or once they hold this much ...
 INBOX_LOW = 8  # ... and read again once the handler is down to this many
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
@@ -39,9 +40,12 @@ class QueuedWebsocket(WebsocketImplProtocol):
     _waiter: asyncio.Future[Data] | None
     _parts: list[Data]
     _decoder: codecs.IncrementalDecoder | None
+    _inbox_bytes: int
     _reading_paused: bool
     _ended: bool
+    _handling: bool
     _held: list[Callable[[], Coroutine[Any, Any, None]]]
+    _cut_off: asyncio.TimerHandle | None
 
     @classmethod
     def take_over(cls, ws: WebsocketImplProtocol) -> QueuedWebsocket:
@@ -58,15 +62,19 @@ class QueuedWebsocket(WebsocketImplProtocol):
         ws._waiter = None
         ws._parts = []
         ws._decoder = None
+        ws._inbox_bytes = 0
         ws._reading_paused = False
         ws._ended = False
+        ws._handling = True  # until its first `recv`, the handler is busy greeting
         ws._held = []
+        ws._cut_off = None
         return ws
 
     # --- reading the socket (called by the transport) ----------------------------------------
     def data_received(self, data: bytes) -> None:
+        closing = self.ws_proto.close_sent is not None  # we closed: what the peer sends is moot
         self.ws_proto.receive_data(data)
-        data_to_send, control = self._take_events()
+        data_to_send, control = self._take_events(ignore_data=closing)
         if data_to_send or control:
             self._run_or_hold(partial(self.async_data_received, data_to_send, control))
 
@@ -80,11 +88,14 @@ class QueuedWebsocket(WebsocketImplProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._end()
+        if self._cut_off is not None:  # the timer would keep this connection in memory
+            self._cut_off.cancel()
 
     def _run_or_hold(self, sanic_step: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run Sanic's handling of what was read, unless it would end a connection whose
-        handler still has messages to take: then it waits for `_release`."""
-        if self._ended and (self._inbox or not self._receiving()):
+        handler is still busy with a message or has more to take: then it waits for
+        `_release` (the handler's next `recv`, or `close`)."""
+        if self._ended and (self._inbox or self._handling):
             self._held.append(sanic_step)
         else:
             asyncio.create_task(sanic_step())
@@ -94,12 +105,11 @@ class QueuedWebsocket(WebsocketImplProtocol):
         for sanic_step in held:
             asyncio.create_task(sanic_step())
 
-    def _receiving(self) -> bool:
-        return self._waiter is not None and not self._waiter.done()
-
-    def _take_events(self) -> tuple[list[bytes], list[Frame]]:
-        """Queue the messages just read; return what Sanic's code must send and handle
-        (replies the protocol wrote, such as pongs, and the pong and close frames read)."""
+    def _take_events(self, ignore_data: bool = False) -> tuple[list[bytes], list[Frame]]:
+        """Queue the messages just read (unless `ignore_data`: we sent a close, and a peer
+        that goes on sending after it, such as one whose token was just revoked, is not
+        heard); return what Sanic's code must send and handle (replies the protocol wrote,
+        such as pongs, and the pong and close frames read)."""
         data_to_send = self.ws_proto.data_to_send()
         control: list[Frame] = []
         for event in self.ws_proto.events_received():
@@ -109,7 +119,7 @@ class QueuedWebsocket(WebsocketImplProtocol):
                 control.append(event)
                 if event.opcode is Opcode.CLOSE:
                     self._end()
-            elif event.opcode is not Opcode.PING and not self._ended:
+            elif event.opcode is not Opcode.PING and not self._ended and not ignore_data:
                 self._add_fragment(event)  # text, binary or continuation
         return data_to_send, control
 
@@ -141,7 +151,9 @@ class QueuedWebsocket(WebsocketImplProtocol):
             waiter.set_result(message)
             return
         self._inbox.append(message)
-        if len(self._inbox) >= INBOX_HIGH and not self._reading_paused:
+        self._inbox_bytes += len(message)
+        full = len(self._inbox) >= INBOX_HIGH or self._inbox_bytes >= INBOX_HIGH_BYTES
+        if full and not self._reading_paused:
             self._reading_paused = True
             self.io_proto.transport.pause_reading()
 
@@ -184,16 +196,28 @@ class QueuedWebsocket(WebsocketImplProtocol):
         raise NotImplementedError("QueuedWebsocket has recv only")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame; a peer that has not answered it within `close_timeout` (it
+        may ignore it on purpose) is cut off."""
         self._release()
         await super().close(code, reason)
+        if self._cut_off is None and not self._ended:
+            self._cut_off = self.loop.call_later(self.close_timeout, self._cut_off_unless_closed)
+
+    def _cut_off_unless_closed(self) -> None:
+        transport = self.io_proto.transport if self.io_proto else None
+        if transport is not None and not transport.is_closing():
+            transport.abort()
 
     async def recv(self, timeout: float | None = None) -> Data | None:
         """The next message; raises `ConnectionClosed` once the socket is done and drained.
 
         Messages read before the socket closed are still returned, in order.
         """
+        self._handling = False
         if self._inbox:
             message = self._inbox.popleft()
+            self._inbox_bytes -= len(message)
+            self._handling = True
             if self._reading_paused and len(self._inbox) <= INBOX_LOW:
                 self._reading_paused = False
                 if self.io_proto.transport and not self._ended:
@@ -204,9 +228,11 @@ class QueuedWebsocket(WebsocketImplProtocol):
             raise self._closed()
         waiter = self._waiter = self.loop.create_future()
         try:
-            return await asyncio.wait_for(waiter, timeout)
+            message = await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             return None
         finally:
             if self._waiter is waiter:  # a message that comes later goes to the inbox
                 self._waiter = None
+        self._handling = True
+        return message

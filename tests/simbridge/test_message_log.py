@@ -218,3 +218,21 @@ async def test_rows_of_a_deleted_device_do_not_cost_the_rest_of_their_batch(
     await writer.stop()
 
     assert await stored_payloads() == [f'{{"n":{n}}}' for n in (1, 2, 4, 5)]
+
+
+async def test_writer_outlives_a_store_that_fails(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that cannot be opened costs its rows (logged), never the writer: `flush`
+    and `stop` still return, so relaying never waits on a dead writer."""
+    unreachable = SqliteLogStore(tmp_path / "no-such-dir" / "log.db", busy_retry_seconds=0.01)
+    writer = MessageLogWriter(
+        store=unreachable, clock=clock, batch_size=2, flush_seconds=0.01, queue_size=2
+    )
+    writer.start()
+    for n in range(6):  # more than the queue holds: each write must still get through
+        await asyncio.wait_for(writer.write(None, None, "command", f'{{"n":{n}}}'), POLL_LIMIT)
+    await asyncio.wait_for(writer.flush(), POLL_LIMIT)
+    await asyncio.wait_for(writer.stop(), POLL_LIMIT)
+
+    assert "message-log rows could not be stored" in caplog.text

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 from dataclasses import replace
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from simbridge.config import Settings
+from simbridge.protocol import CLOSE_REVOKED
 from simbridge.web.queued_websocket import INBOX_HIGH
-from tests.helpers import RECV_TIMEOUT, LiveServer, Pair, receive, socket
+from tests.helpers import (
+    RECV_TIMEOUT,
+    LiveServer,
+    Pair,
+    make_account,
+    make_device,
+    nothing_arrives,
+    pair_devices,
+    receive,
+    socket,
+)
 
 FLOOD = INBOX_HIGH * 8  # far more than the inbox holds before the socket stops being read
 
@@ -71,3 +86,84 @@ async def test_invalid_utf8_text_closes_with_1007_and_others_are_served(
             assert client.close_code == 1007
         await host.send('{"type":"ping"}')
         assert await receive(host) == {"type": "pong"}
+
+
+async def test_replies_to_frames_sent_just_before_a_close_do_not_cost_the_rest(
+    server: LiveServer, pair: Pair
+) -> None:
+    """A `ping` (whose pong can no longer be sent) ahead of commands in the last burst."""
+    async with socket(server, pair.host) as host:
+        async with socket(server, pair.client) as client:
+            await client.send('{"type":"ping"}')
+            for i in range(5):
+                await client.send(
+                    json.dumps({"type": "command", "cmd": "GET_SIMS", "req_id": str(i)})
+                )
+        received = [(await receive(host))["req_id"] for _ in range(5)]
+    assert received == [str(i) for i in range(5)]
+
+
+class RawSocket:
+    """A WebSocket client that does only what the test says: it never answers a close."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, server: LiveServer, path: str) -> RawSocket:
+        host, port = server.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), RECV_TIMEOUT)
+        assert status.startswith(b"HTTP/1.1 101"), status
+        return cls(reader, writer)
+
+    async def send_text(self, text: str) -> None:
+        self.writer.write(Frame(Opcode.TEXT, text.encode()).serialize(mask=True))
+        await self.writer.drain()
+
+    async def next_frame(self) -> tuple[int, bytes]:
+        """The opcode and payload of the next frame from the server (never masked)."""
+        head = await asyncio.wait_for(self.reader.readexactly(2), RECV_TIMEOUT)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await self.reader.readexactly(2), "big")
+        return head[0] & 0x0F, await self.reader.readexactly(length)
+
+
+async def test_a_peer_that_ignores_our_close_is_not_heard_and_is_cut_off(
+    settings: Settings,
+) -> None:
+    """Its token revoked, a client keeps sending instead of answering the close (4001): none
+    of it reaches the host, and its connection is cut after `ws_close_timeout`."""
+    async with (
+        LiveServer.running(replace(settings, ws_close_timeout=0.3)) as live,
+        httpx.AsyncClient(base_url=live.url) as http,
+    ):
+        alice = await make_account(http, "alice")
+        host = await make_device(http, alice, "host")
+        client = await make_device(http, alice, "client")
+        await pair_devices(http, alice, host, client)
+        device_token = (await http.post(f"/devices/{host.id}/token", headers=alice.headers)).json()[
+            "device_token"
+        ]
+        async with socket(live, host, device_token) as host_ws:  # survives logout-all
+            raw = await RawSocket.open(live, f"/ws/client/{client.id}?token={alice.token}")
+            assert (await raw.next_frame())[0] == Opcode.TEXT  # the greeting
+            assert (await http.post("/auth/logout-all", headers=alice.headers)).status_code == 200
+            opcode, payload = await raw.next_frame()
+            assert (opcode, int.from_bytes(payload[:2], "big")) == (Opcode.CLOSE, CLOSE_REVOKED)
+
+            await raw.send_text('{"type":"command","cmd":"GET_SIMS","req_id":"after-close"}')
+
+            assert await nothing_arrives(host_ws, within=0.5)
+            assert await asyncio.wait_for(raw.reader.read(), RECV_TIMEOUT) == b""  # cut off
+            raw.writer.close()
