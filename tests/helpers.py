@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import socket as socket_module
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -147,3 +149,23 @@ async def nothing_arrives(ws: ClientConnection, within: float = 0.2) -> bool:
     except TimeoutError:
         return True
     return False
+
+
+async def raw_upgrade(
+    server: LiveServer, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """A WebSocket upgrade over a bare TCP connection, for tests that must misbehave after it;
+    returns the reader, the writer and the server's response head."""
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), RECV_TIMEOUT)
+    return reader, writer, head

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 from dataclasses import replace
 
 import httpx
 
 from simbridge.config import Settings
-from tests.helpers import LiveServer, make_account, make_device, receive, socket
+from tests.helpers import LiveServer, make_account, make_device, raw_upgrade, receive, socket
 
 ABANDONED = 20
 
 
 async def abandon_handshake(live: LiveServer, path: str) -> None:
     """Complete the upgrade, then drop the TCP connection before the greeting is read."""
-    host, port = live.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    await writer.drain()
-    await reader.readuntil(b"\r\n\r\n")  # the 101 response: the handler starts now
+    _, writer, _ = await raw_upgrade(live, path)  # the handler starts now
     writer.transport.abort()
 
 

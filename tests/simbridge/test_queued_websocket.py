@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 from dataclasses import replace
 
 import httpx
@@ -24,6 +22,7 @@ from tests.helpers import (
     make_device,
     nothing_arrives,
     pair_devices,
+    raw_upgrade,
     receive,
     socket,
 )
@@ -112,18 +111,8 @@ class RawSocket:
 
     @classmethod
     async def open(cls, server: LiveServer, path: str) -> RawSocket:
-        host, port = server.url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), RECV_TIMEOUT)
-        assert status.startswith(b"HTTP/1.1 101"), status
+        reader, writer, head = await raw_upgrade(server, path)
+        assert head.startswith(b"HTTP/1.1 101"), head
         return cls(reader, writer)
 
     async def send_text(self, text: str) -> None:
