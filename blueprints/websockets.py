@@ -70,9 +70,8 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
     relay = app_context(request).relay
     admission = request.ctx.admission
     conn = SanicSocket(ws)
-    device_type = DeviceType(request.route.ctx.device_type)
     session = relay.open_session(
-        conn, device_id, device_type, admission.user_id, admission.token_version
+        conn, device_id, admission.device_type, admission.user_id, admission.token_version
     )
     try:
         if not await admission.still_valid(device_id):

@@ -17,6 +17,7 @@ SOCKET_CAP_RETRY_SECONDS = 60
 @dataclass(frozen=True, slots=True)
 class Admission:
     user_id: int
+    device_type: DeviceType  # the socket's path: /ws/host or /ws/client
     token_version: int | None  # None: opened with the device's own token
     device_token_digest: str | None = None
 
@@ -47,11 +48,11 @@ async def admit_socket(
     """
     if token and is_device_token(token):
         device = await device_for_token(token, device_id, device_type)
-        admission = Admission(device.user_id, None, device.device_token)
+        admission = Admission(device.user_id, device_type, None, device.device_token)
     else:
         user, version = await identities.user_for_token(token)
         await owned_device(user, device_id, device_type)
-        admission = Admission(user.id, version)
+        admission = Admission(user.id, device_type, version)
     if not relay.has_room(admission.user_id, device_id):
         raise TooManyRequests(SOCKET_CAP_RETRY_SECONDS)
     return admission

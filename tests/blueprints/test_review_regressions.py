@@ -11,6 +11,7 @@ import httpx
 
 from simbridge.config import Settings
 from simbridge.db import apply_migrations
+from simbridge.models import DeviceType
 from simbridge.security import device_token_digest
 from simbridge.services.admission import Admission
 from tests.helpers import (
@@ -111,7 +112,7 @@ async def test_admission_is_void_once_its_token_is_revoked(
 ) -> None:
     """Checked once the socket is registered, so a revocation racing the handshake wins."""
     owner = pair.host.owner
-    admitted = Admission(owner.user_id, token_version=0)
+    admitted = Admission(owner.user_id, DeviceType.HOST, token_version=0)
     assert await admitted.still_valid(pair.host.id)
 
     assert (await http.post("/auth/logout-all", headers=owner.headers)).status_code == 200
@@ -124,7 +125,7 @@ async def test_admission_by_device_token_is_void_once_rotated(
 ) -> None:
     created = await http.post("/devices", json={"name": "h", "type": "host"}, headers=alice.headers)
     device_id, token = created.json()["id"], created.json()["device_token"]
-    admitted = Admission(alice.user_id, None, device_token_digest(token))
+    admitted = Admission(alice.user_id, DeviceType.HOST, None, device_token_digest(token))
     assert await admitted.still_valid(device_id)
 
     rotated = await http.post(f"/devices/{device_id}/token", headers=alice.headers)
