@@ -19,7 +19,8 @@ from simbridge.protocol import CLOSE_REVOKED, INTERNAL_ERROR
 from simbridge.services.admission import admit_socket
 from simbridge.web.auth import SUBPROTOCOL, socket_token
 from simbridge.web.context import app_context
-from simbridge.web.socket import SanicSocket
+from simbridge.web.queued_websocket import QueuedWebsocket
+from simbridge.web.server_protocol import SimBridgeProtocol
 
 bp = Blueprint("websockets", url_prefix="/ws")
 log = logging.getLogger("simbridge.websockets")
@@ -35,6 +36,7 @@ async def admit(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin is not None and origin not in ctx.settings.origins:
         raise Forbidden("This Origin may not open a socket")
+    assert request.route is not None  # blueprint middleware runs for a matched route only
     device_type = DeviceType(request.route.ctx.device_type)
     request.ctx.admission = await admit_socket(
         socket_token(request),
@@ -43,50 +45,60 @@ async def admit(request: Request) -> None:
         ctx.identities,
         ctx.relay,
     )
+    SimBridgeProtocol.adopt(request)
 
 
-@bp.websocket("/host/<device_id:int>", ctx_device_type="host", subprotocols=[SUBPROTOCOL])
 async def host_socket(request: Request, ws: Websocket, device_id: int) -> None:
     """A host's live connection."""
     await _serve(request, ws, device_id)
 
 
-@bp.websocket("/client/<device_id:int>", ctx_device_type="client", subprotocols=[SUBPROTOCOL])
 async def client_socket(request: Request, ws: Websocket, device_id: int) -> None:
     """A client's live connection."""
     await _serve(request, ws, device_id)
 
 
-async def _reply(conn: SanicSocket, reply: str) -> None:
+# Registered by call: Sanic's `websocket` decorator is untyped and would untype the handlers.
+bp.add_websocket_route(
+    host_socket, "/host/<device_id:int>", ctx_device_type="host", subprotocols=[SUBPROTOCOL]
+)
+bp.add_websocket_route(
+    client_socket, "/client/<device_id:int>", ctx_device_type="client", subprotocols=[SUBPROTOCOL]
+)
+
+
+async def _reply(ws: QueuedWebsocket, reply: str) -> None:
     """Answer the sender, unless its socket is closing: the frames it sent before its close
     are still handled (a `ping` before a command must not cost the command)."""
     try:
-        await conn.send(reply)
+        await ws.send(reply)
     except (ConnectionClosed, WebsocketClosed):
         pass
 
 
 async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
+    if not isinstance(ws, QueuedWebsocket):  # `admit` made sure of it: adopt() switched it
+        raise TypeError(f"socket handlers need a QueuedWebsocket, not {type(ws).__name__}")
     relay = app_context(request).relay
     admission = request.ctx.admission
-    conn = SanicSocket(ws)
+    # One handle per socket: this handler receives from `ws` and the relay sends through it.
     session = relay.open_session(
-        conn, device_id, admission.device_type, admission.user_id, admission.token_version
+        ws, device_id, admission.device_type, admission.user_id, admission.token_version
     )
     try:
         if not await admission.still_valid(device_id):
-            await close_quietly(conn, CLOSE_REVOKED, "revoked")
+            await close_quietly(ws, CLOSE_REVOKED, "revoked")
             return
         await relay.connect(session)
-        while True:  # until the socket closes: recv then raises ConnectionClosed
-            raw = await ws.recv()
+        while True:  # until the socket closes: receive then raises ConnectionClosed
+            raw = await ws.receive()
             try:
                 reply = await relay.handle(session, raw)
             except Exception:  # a bug of ours must not close the socket or reach the client
                 log.exception("frame from device %s could not be handled", device_id)
                 reply = INTERNAL_ERROR
             if reply is not None:
-                await _reply(conn, reply)
+                await _reply(ws, reply)
     except (ConnectionClosed, WebsocketClosed):
         pass  # the peer left, keepalive gave up, or the socket was replaced: all normal
     finally:

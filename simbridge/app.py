@@ -4,6 +4,7 @@ databases and sockets open in the start-up listeners."""
 from __future__ import annotations
 
 import logging
+from argparse import Namespace
 from collections.abc import Sequence
 from importlib import import_module
 
@@ -13,6 +14,7 @@ from sanic_ext.extensions.openapi import openapi
 
 from simbridge import __version__
 from simbridge.config import Settings, load_settings, validate
+from simbridge.web import sanic_compat
 from simbridge.web.context import AppContext, SimBridgeApp
 from simbridge.web.errors import RedactingErrorHandler, register_error_handlers
 from simbridge.web.headers import add_security_headers
@@ -29,13 +31,17 @@ DEFAULT_BLUEPRINTS = (
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings | Namespace | None = None,
     *,
     blueprints: Sequence[str] = DEFAULT_BLUEPRINTS,
     name: str = "simbridge",
 ) -> SimBridgeApp:
-    """Build the app; `settings` default to the environment, validated here."""
-    settings = validate(settings or load_settings())
+    """Build the app; `settings` default to the environment, validated here.
+
+    Sanic's own CLI (`sanic simbridge.app:create_app --factory`) passes its parsed command line,
+    which holds no settings: the environment's are used then, as with `simbridge serve`.
+    """
+    settings = validate(settings if isinstance(settings, Settings) else load_settings())
     logging.getLogger("simbridge").setLevel(settings.log_level.upper())
     app: SimBridgeApp = Sanic(
         name,
@@ -60,7 +66,7 @@ def _dumps(value: object) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
-def _configure_server(app: Sanic, settings: Settings) -> None:
+def _configure_server(app: SimBridgeApp, settings: Settings) -> None:
     app.config.update(
         {
             "FALLBACK_ERROR_FORMAT": "json",
@@ -75,7 +81,7 @@ def _configure_server(app: Sanic, settings: Settings) -> None:
     )
 
 
-def _describe_api(app: Sanic) -> None:
+def _describe_api(app: SimBridgeApp) -> None:
     app.extend(
         config={
             "oas_ui_default": "swagger",
@@ -89,15 +95,15 @@ def _describe_api(app: Sanic) -> None:
         version=__version__,
         description=(
             "Relay between a host phone (holds the SIM cards) and its paired clients. "
-            "The WebSocket protocol (`/ws/host/{id}`, `/ws/client/{id}`) is described in the "
-            "README."
+            "The WebSocket protocol (`/ws/host/{id}`, `/ws/client/{id}`) is described in "
+            "docs/websocket-protocol.md."
         ),
     )
     app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
 
 
-def _leave_sockets_out_of_openapi(app: Sanic) -> None:
-    """OpenAPI 3.0 cannot describe a WebSocket; the README does."""
+def _leave_sockets_out_of_openapi(app: SimBridgeApp) -> None:
+    """OpenAPI 3.0 cannot describe a WebSocket; docs/websocket-protocol.md does."""
     for route in app.router.routes:
-        if route.extra.websocket:
+        if sanic_compat.is_websocket_route(route):
             openapi.exclude()(route.handler)

@@ -14,7 +14,6 @@ from sanic.worker.loader import AppLoader
 
 from simbridge.config import ConfigError, Settings, load_settings, validate
 from simbridge.db import apply_migrations
-from simbridge.web.socket import SimBridgeProtocol
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +56,6 @@ def serve_forever(settings: Settings) -> int:
         single_process=single,
         access_log=False,
         motd=False,
-        protocol=SimBridgeProtocol,
         backlog=settings.backlog,
     )
     where = f"http://{settings.host}:{settings.port}"

@@ -12,10 +12,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aerich import Command
+from tortoise import Tortoise
 
 from simbridge.config import Settings
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+CONNECTION = "default"  # the one database connection's name in Tortoise
 MODEL_MODULES = ["simbridge.models", "aerich.models"]
 # WAL is Tortoise's default on SQLite; NORMAL syncs at checkpoints instead of every commit.
 SQLITE_PRAGMAS = {"journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": "5000"}
@@ -33,8 +35,8 @@ def database_url(settings: Settings) -> str:
 
 def tortoise_config(settings: Settings) -> dict[str, Any]:
     return {
-        "connections": {"default": database_url(settings)},
-        "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
+        "connections": {CONNECTION: database_url(settings)},
+        "apps": {"models": {"models": MODEL_MODULES, "default_connection": CONNECTION}},
         "use_tz": True,
         "timezone": "UTC",
     }
@@ -46,6 +48,21 @@ TORTOISE_ORM = tortoise_config(
         database_url=os.environ.get("DATABASE_URL", ""),
     )
 )
+
+
+async def start_orm(settings: Settings) -> None:
+    """Open Tortoise's connections for this process.
+
+    `_enable_global_fallback` (a private parameter, as Tortoise's own Sanic integration passes
+    it; checked against tortoise-orm 1.1, pinned) makes the connections opened here, in a
+    start-up listener, visible to every request handler's task: Tortoise 1.x keeps them in a
+    context variable that other tasks would not see.
+    """
+    await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+
+
+async def stop_orm() -> None:
+    await Tortoise.close_connections()
 
 
 async def apply_migrations(settings: Settings) -> list[str]:

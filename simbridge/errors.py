@@ -5,6 +5,8 @@ SimBridgeError                      (status, message: the REST `detail`)
 ├── Forbidden            403        the device is of the wrong type for the action
 ├── NotFound             404        missing or not visible to the caller
 ├── UsernameTaken        409
+├── LimitReached         409        an account's device cap is full
+├── TooManyRequests      429        a rate or attempt limit; carries `Retry-After`
 ├── InvalidPairingCode   400        invalid, used or expired (one message for all three)
 ├── BadRequest           400        body not JSON / not an object
 ├── ValidationFailed     422        carries `errors`: [{"field", "message"}]

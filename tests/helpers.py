@@ -18,7 +18,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from simbridge.app import create_app
 from simbridge.config import Settings
 from simbridge.web.context import SimBridgeApp
-from simbridge.web.socket import SimBridgeProtocol
 
 RECV_TIMEOUT = 5.0
 
@@ -38,7 +37,7 @@ class LiveServer:
         listener.bind(("127.0.0.1", 0))  # a free port, chosen by the OS and held from now on
         port = listener.getsockname()[1]
         server = await app.create_server(
-            sock=listener, return_asyncio_server=True, access_log=False, protocol=SimBridgeProtocol
+            sock=listener, return_asyncio_server=True, access_log=False
         )
         assert server is not None
         await server.startup()

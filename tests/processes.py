@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ SECRET = "process-tests-secret-that-is-long-enough-for-hs256"
 GRACEFUL_SECONDS = 5.0
 START_LIMIT = 20.0
 POLL_INTERVAL = 0.05
+SIMBRIDGE_SERVE = ("-m", "simbridge", "serve", "--port", "{port}")
 
 
 @dataclass
@@ -64,17 +65,14 @@ class Servers:
         self.tmp_path = tmp_path
         self.started: list[ServerProcess] = []
 
-    async def start(self, **extra_env: str) -> ServerProcess:
+    async def start(self, argv: Sequence[str] = SIMBRIDGE_SERVE, **extra_env: str) -> ServerProcess:
+        """Run `python <argv>` (`{port}` in it becomes a free port) with `extra_env`."""
         port = free_port()
         output = self.tmp_path / f"server-{len(self.started)}.log"
         with output.open("wb") as sink:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "simbridge",
-                "serve",
-                "--port",
-                str(port),
+                *(arg.format(port=port) for arg in argv),
                 env=server_env(self.tmp_path, **extra_env),
                 cwd=self.tmp_path,
                 stdout=sink,

@@ -18,7 +18,7 @@ CLOSE_WAIT_SECONDS = 1.0
 
 
 class Connection(Protocol):
-    """A live socket (`simbridge.web.socket.SanicSocket` wraps Sanic's)."""
+    """A live socket (`simbridge.web.queued_websocket.QueuedWebsocket` in the server)."""
 
     async def send(self, data: str) -> None: ...
 

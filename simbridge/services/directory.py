@@ -30,7 +30,7 @@ class PairingDirectory:
         if peers is None:
             generation = self._generation
             rows = Pairing.filter(**{own_side: device_id}).order_by("id")
-            peers = tuple(await rows.values_list(peer_side, flat=True))
+            peers = tuple([peer_id for (peer_id,) in await rows.values_list(peer_side)])
             if generation == self._generation:
                 cache[device_id] = peers
         return peers

@@ -20,7 +20,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
-from simbridge.models import MessageLog
+from tortoise import connections
+
+from simbridge.db import CONNECTION
 
 log = logging.getLogger("simbridge.message_log")
 
@@ -64,7 +66,7 @@ class OrmLogStore:
     """Through the database Tortoise was initialised with."""
 
     async def insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
-        db = MessageLog._meta.db
+        db = connections.get(CONNECTION)
         statement = insert_statement(db.schema_generator.DIALECT)
         for batch in batches:
             try:
@@ -140,7 +142,7 @@ class SqliteLogStore:
                 self._path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
             )
             connection.execute("PRAGMA foreign_keys=ON")  # as Tortoise: no row for a lost device
-            connection.execute("PRAGMA synchronous=NORMAL")  # the durability README promises
+            connection.execute("PRAGMA synchronous=NORMAL")  # docs/configuration.md: durability
             variables = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._rows_per_statement = min(ROWS_PER_SQLITE_STATEMENT, variables // len(COLUMNS))
             self._connection = connection

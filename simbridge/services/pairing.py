@@ -96,7 +96,7 @@ async def confirm_pairing(
 
 
 async def _refuse_too_many_live_codes(user: User, host_id: int, settings: Settings) -> None:
-    """Few live codes keep guessing hopeless (see README, Security): 429 until one expires."""
+    """Few live codes keep guessing hopeless (see docs/security.md): 429 until one expires."""
     now = settings.clock()
     live = PairingCode.filter(user_id=user.id, used=False, expires_at__gt=now)
     per_host = await live.filter(host_device_id=host_id).count()

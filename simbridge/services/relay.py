@@ -163,11 +163,11 @@ class Relay:
             return protocol.NO_PAIRED_HOST
         text = _as_text(raw)
         if "req_id" not in frame:
-            frame["req_id"] = uuid.uuid4().hex
-            text = protocol.with_req_id(text, frame["req_id"])
+            frame["req_id"] = req_id = uuid.uuid4().hex
+            text = protocol.with_req_id(text, req_id)
         elif frame["req_id"] is None:
-            frame["req_id"] = uuid.uuid4().hex
-            text = protocol.with_new_req_id(text, frame["req_id"])
+            frame["req_id"] = req_id = uuid.uuid4().hex
+            text = protocol.with_new_req_id(text, req_id)
         self._open_requests.remember(target, frame["req_id"], sender_id)
         if not await self._deliver(sender_id, target, COMMAND, text):
             return _offline(target, frame, raw)

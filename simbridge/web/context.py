@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sanic import Request, Sanic
 from sanic.config import Config
@@ -30,5 +30,5 @@ SimBridgeApp = Sanic[Config, AppContext]
 
 
 def app_context(request: Request) -> AppContext:
-    ctx: AppContext = request.app.ctx
-    return ctx
+    """The app's context; Sanic types it as a `SimpleNamespace`, `create_app` made it this."""
+    return cast(AppContext, request.app.ctx)

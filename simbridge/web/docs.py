@@ -53,7 +53,8 @@ def documented(
     )
 
 
-def _query_parameters(query: type[BaseModel]) -> list[Parameter]:
+def _query_parameters(query: type[BaseModel]) -> list[dict[str, Any] | Parameter | str]:
+    """As sanic-ext types its `parameter` argument (a list of any of the three)."""
     return [
         Parameter(name, _openapi_type(field.annotation), "query", required=field.is_required())
         for name, field in query.model_fields.items()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from sanic import Request, Sanic
+from sanic import Request
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, json
 
 from simbridge.errors import SimBridgeError
+from simbridge.web.context import SimBridgeApp
 
 log = logging.getLogger("simbridge.web")
 
@@ -35,7 +36,7 @@ class RedactingErrorHandler(ErrorHandler):
             )
 
 
-def register_error_handlers(app: Sanic) -> None:
+def register_error_handlers(app: SimBridgeApp) -> None:
     app.error_handler.add(SimBridgeError, _domain_error)
     app.error_handler.add(SanicException, _framework_error)
     app.error_handler.add(Exception, _unexpected_error)

@@ -6,12 +6,11 @@ import logging
 import sys
 import time
 
-from sanic import Request, Sanic
+from sanic import Request
 from sanic.response import BaseHTTPResponse
-from tortoise import Tortoise
 
 from simbridge.config import ConfigError, too_many_workers
-from simbridge.db import apply_migrations, tortoise_config
+from simbridge.db import apply_migrations, start_orm, stop_orm
 from simbridge.hub import make_broker
 from simbridge.limits import MemoryLimiter
 from simbridge.services.directory import PairingDirectory
@@ -21,7 +20,7 @@ from simbridge.services.log_store import OrmLogStore, SqliteLogStore
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
 from simbridge.services.retention import RetentionTask
-from simbridge.web.context import AppContext
+from simbridge.web.context import AppContext, SimBridgeApp
 
 # Worker threads (the SQLite log writer, bcrypt) need the GIL back after each call into C; with
 # Python's default of 5 ms a busy event loop made them wait that long every time, and the log
@@ -32,7 +31,7 @@ log = logging.getLogger("simbridge")
 access_log = logging.getLogger("simbridge.access")
 
 
-def setup_lifecycle(app: Sanic) -> None:
+def setup_lifecycle(app: SimBridgeApp) -> None:
     app.main_process_start(_refuse_many_workers)
     app.before_server_start(_start)
     app.before_server_stop(_close_sockets)
@@ -42,20 +41,20 @@ def setup_lifecycle(app: Sanic) -> None:
         app.on_response(_log_access)
 
 
-async def _refuse_many_workers(app: Sanic) -> None:
+async def _refuse_many_workers(app: SimBridgeApp) -> None:
     """Also for `sanic ... --workers N`, which bypasses the settings' own check."""
     if problem := too_many_workers(app.ctx.settings.broker, app.state.workers):
         raise ConfigError(problem)
 
 
-async def _start(app: Sanic) -> None:
+async def _start(app: SimBridgeApp) -> None:
     ctx: AppContext = app.ctx
     settings = ctx.settings
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     applied = await apply_migrations(settings)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
-    await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+    await start_orm(settings)
     broker = make_broker(settings)
     await broker.start()
     writer = MessageLogWriter(
@@ -78,17 +77,17 @@ async def _start(app: Sanic) -> None:
     ctx.retention.start()
 
 
-async def _close_sockets(app: Sanic) -> None:
+async def _close_sockets(app: SimBridgeApp) -> None:
     """Runs before Sanic cancels socket handlers (which would close them with 1000, not 1001)."""
     ctx: AppContext = app.ctx
     await ctx.relay.shutdown(timeout=ctx.settings.graceful_shutdown_seconds)
 
 
-async def _stop(app: Sanic) -> None:
+async def _stop(app: SimBridgeApp) -> None:
     ctx: AppContext = app.ctx
     await ctx.retention.stop()
     await ctx.relay.writer.stop()
-    await Tortoise.close_connections()
+    await stop_orm()
 
 
 async def _start_timer(request: Request) -> None:

@@ -30,8 +30,13 @@ def parse_body(request: Request, schema: type[Schema]) -> Schema:
 
 
 def parse_query(request: Request, schema: type[Schema]) -> Schema:
-    """The query string as `schema` (the last value wins for a repeated name)."""
-    data = {name: values[-1] for name, values in request.args.items()}
+    """The query string as `schema` (the last value wins for a repeated name).
+
+    A name given with no value (`limit=`) is an empty value, refused like any other bad one,
+    not a name left out (which would fall back to its default).
+    """
+    args = request.get_args(keep_blank_values=True)
+    data = {name: values[-1] for name, values in args.items()}
     return _validate(schema, data, strict=False)
 
 

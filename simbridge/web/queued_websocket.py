@@ -11,6 +11,10 @@ Pings, pongs and the closing handshake still go through Sanic's code unchanged, 
 difference: when the peer closes, the close is answered (and the TCP connection ended) only
 once the handler has taken every message read before it. A phone that sends a command and
 closes at once still has its command relayed; Sanic would cancel the handler first.
+
+This object is also the hub's `Connection` for the socket: the handler receives from it and
+the relay sends through it, one handle per socket. What it relies on in Sanic goes through
+`simbridge.web.sanic_compat`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.typing import Data
+
+from simbridge.web import sanic_compat
 
 INBOX_HIGH = 32  # messages read but not yet taken: stop reading the socket here ...
 INBOX_HIGH_BYTES = 256 * 1024  # ... or once they hold this much ...
@@ -57,7 +63,7 @@ class QueuedWebsocket(WebsocketImplProtocol):
         """
         ws.__class__ = cls
         assert isinstance(ws, QueuedWebsocket)
-        del ws.assembler  # Sanic's frame assembler (a queue, two events, two locks) is not used
+        sanic_compat.drop_assembler(ws)
         ws._inbox = deque()
         ws._waiter = None
         ws._parts = []
@@ -76,17 +82,17 @@ class QueuedWebsocket(WebsocketImplProtocol):
         self.ws_proto.receive_data(data)
         data_to_send, control = self._take_events(ignore_data=closing)
         if data_to_send or control:
-            self._run_or_hold(partial(self.async_data_received, data_to_send, control))
+            self._run_or_hold(partial(sanic_compat.sanic_read_step, self, data_to_send, control))
 
     def eof_received(self) -> bool | None:
         self.ws_proto.receive_eof()
         data_to_send, control = self._take_events()
         self._end()
-        self._run_or_hold(partial(self.async_eof_received, data_to_send, control))
+        self._run_or_hold(partial(sanic_compat.sanic_eof_step, self, data_to_send, control))
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[no-untyped-call]  # Sanic's, unannotated
         self._end()
         if self._cut_off is not None:  # the timer would keep this connection in memory
             self._cut_off.cancel()
@@ -129,7 +135,9 @@ class QueuedWebsocket(WebsocketImplProtocol):
         elif frame.opcode is Opcode.BINARY:
             self._decoder = None
         try:
-            part = self._decoder.decode(frame.data, frame.fin) if self._decoder else frame.data
+            part: Data = (
+                self._decoder.decode(frame.data, frame.fin) if self._decoder else bytes(frame.data)
+            )
         except UnicodeDecodeError:
             self.fail_connection(1007, "invalid UTF-8")
             self._end()
@@ -139,7 +147,7 @@ class QueuedWebsocket(WebsocketImplProtocol):
             return
         if self._parts:
             self._parts.append(part)
-            part = "".join(self._parts) if self._decoder else b"".join(self._parts)  # type: ignore[arg-type]
+            part = _joined(self._parts)
             self._parts = []
         self._decoder = None
         self._put(part)
@@ -153,9 +161,10 @@ class QueuedWebsocket(WebsocketImplProtocol):
         self._inbox.append(message)
         self._inbox_bytes += len(message)
         full = len(self._inbox) >= INBOX_HIGH or self._inbox_bytes >= INBOX_HIGH_BYTES
-        if full and not self._reading_paused:
+        transport = self._transport()
+        if full and not self._reading_paused and transport is not None:
             self._reading_paused = True
-            self.io_proto.transport.pause_reading()
+            transport.pause_reading()
 
     def _end(self) -> None:
         """No more messages will come: wake a `recv` that waits for one."""
@@ -177,11 +186,11 @@ class QueuedWebsocket(WebsocketImplProtocol):
         io_proto = self.io_proto
         if (
             self.ws_proto.state is not State.OPEN
-            or self.conn_mutex.locked()
+            or sanic_compat.send_lock_held(self)
             or io_proto is None
             or io_proto.transport is None
             or io_proto.transport.is_closing()
-            or not io_proto._can_write.is_set()  # Sanic's own flag: cleared while writing is paused
+            or sanic_compat.writing_paused(io_proto)
         ):
             return False
         self.ws_proto.send_text(text.encode())
@@ -189,10 +198,14 @@ class QueuedWebsocket(WebsocketImplProtocol):
             io_proto.transport.write(chunk)
         return True
 
+    def abort(self, code: int, reason: str) -> None:
+        """Close at once without waiting for the peer (it may have stopped reading)."""
+        self.fail_connection(code, reason)
+
     async def recv_burst(self, max_recv: int = 256) -> Sequence[Data]:
         raise NotImplementedError("QueuedWebsocket has recv only")
 
-    async def recv_streaming(self) -> AsyncIterator[Data]:
+    def recv_streaming(self) -> AsyncIterator[Data]:
         raise NotImplementedError("QueuedWebsocket has recv only")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -201,14 +214,19 @@ class QueuedWebsocket(WebsocketImplProtocol):
         self._release()
         await super().close(code, reason)
         if self._cut_off is None and not self._ended:
-            self._cut_off = self.loop.call_later(self.close_timeout, self._cut_off_unless_closed)
+            loop = asyncio.get_running_loop()
+            self._cut_off = loop.call_later(self.close_timeout, self._cut_off_unless_closed)
 
     def _cut_off_unless_closed(self) -> None:
-        transport = self.io_proto.transport if self.io_proto else None
+        transport = self._transport()
         if transport is not None and not transport.is_closing():
             transport.abort()
 
-    async def recv(self, timeout: float | None = None) -> Data | None:
+    def _transport(self) -> asyncio.Transport | None:
+        transport: asyncio.Transport | None = self.io_proto.transport if self.io_proto else None
+        return transport
+
+    async def receive(self) -> Data:
         """The next message; raises `ConnectionClosed` once the socket is done and drained.
 
         Messages read before the socket closed are still returned, in order.
@@ -220,19 +238,35 @@ class QueuedWebsocket(WebsocketImplProtocol):
             self._handling = True
             if self._reading_paused and len(self._inbox) <= INBOX_LOW:
                 self._reading_paused = False
-                if self.io_proto.transport and not self._ended:
-                    self.io_proto.transport.resume_reading()
+                transport = self._transport()
+                if transport is not None and not self._ended:
+                    transport.resume_reading()
             return message
         if self._ended:
             self._release()
             raise self._closed()
-        waiter = self._waiter = self.loop.create_future()
+        waiter: asyncio.Future[Data] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
         try:
-            message = await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return None
+            message = await waiter
         finally:
             if self._waiter is waiter:  # a message that comes later goes to the inbox
                 self._waiter = None
         self._handling = True
         return message
+
+    async def recv(self, timeout: float | None = None) -> Data | None:
+        """Sanic's `recv`: `receive`, or None once `timeout` seconds pass without a message."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.receive()
+        except TimeoutError:
+            return None
+
+
+def _joined(parts: list[Data]) -> Data:
+    """The parts of a fragmented message (all text or all binary) as one message."""
+    texts = [part for part in parts if isinstance(part, str)]
+    if texts:
+        return "".join(texts)
+    return b"".join(part for part in parts if isinstance(part, bytes))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from simbridge.web.socket import SimBridgeProtocol
+from simbridge.web.server_protocol import SimBridgeProtocol
 from tests.helpers import LiveServer, Pair, socket
 
 RECONNECTS = 20

@@ -1,34 +1,15 @@
-"""Sanic's WebSocket as a hub `Connection`, and the server protocol that accepts our clients."""
+"""The connection protocol of a socket route: Sanic's, with three changes SimBridge needs."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from sanic import Request
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 
+from simbridge.web import sanic_compat
 from simbridge.web.context import app_context
 from simbridge.web.queued_websocket import QueuedWebsocket
-
-
-class SanicSocket:
-    __slots__ = ("_ws",)
-
-    def __init__(self, ws: QueuedWebsocket) -> None:
-        self._ws = ws
-
-    async def send(self, data: str) -> None:
-        await self._ws.send(data)
-
-    def send_now(self, data: str) -> bool:
-        return self._ws.send_now(data)
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        await self._ws.close(code, reason)
-
-    def abort(self, code: int, reason: str) -> None:
-        self._ws.fail_connection(code, reason)
 
 
 class SimBridgeProtocol(WebSocketProtocol):
@@ -37,25 +18,38 @@ class SimBridgeProtocol(WebSocketProtocol):
 
     The socket routes offer the `simbridge` subprotocol so that browsers (which pass their
     token as a subprotocol) get it echoed; websockets would then refuse every client that
-    offers none, which is every phone app. Servers must be started with this protocol.
+    offers none, which is every phone app.
     """
 
+    __slots__ = ()  # the same layout as Sanic's class: `adopt` can switch a live connection
+
+    @classmethod
+    def adopt(cls, request: Request) -> None:
+        """Serve the connection of a socket handshake with this protocol.
+
+        Sanic builds its own protocol for every connection, whichever way it was started
+        (`simbridge serve`, `sanic ... --factory`, `app.create_server`); the class of that one
+        object is switched before its upgrade, so every way of starting gets our sockets.
+        """
+        protocol = sanic_compat.connection_protocol(request)
+        if type(protocol) is WebSocketProtocol:
+            protocol.__class__ = cls
+        elif not isinstance(protocol, cls):
+            raise TypeError(f"socket routes need Sanic's WebSocketProtocol, not {protocol!r}")
+
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[no-untyped-call]  # Sanic's, unannotated
         # Sanic cancels its timeout check in `close`, which an upgraded connection never
         # reaches: the check went on rescheduling itself and kept every closed socket's
         # objects (about 14 KiB) in memory for minutes after the phone went away.
-        if self._callback_check_timeouts is not None:
-            self._callback_check_timeouts.cancel()
-            self._callback_check_timeouts = None
+        sanic_compat.stop_timeout_check(self)
 
     async def websocket_handshake(
         self, request: Request, subprotocols: Sequence[str] | None = None
-    ) -> Any:
+    ) -> QueuedWebsocket:
         if not request.headers.get("sec-websocket-protocol"):
             subprotocols = None
-        # Sanic never passes its WEBSOCKET_TIMEOUT on; this is how long a close may take.
-        self.websocket_timeout = app_context(request).settings.ws_close_timeout
+        sanic_compat.set_close_timeout(self, app_context(request).settings.ws_close_timeout)
         ws = await super().websocket_handshake(request, subprotocols)
         self.websocket = QueuedWebsocket.take_over(ws)
         return self.websocket
