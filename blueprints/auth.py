@@ -22,7 +22,7 @@ async def register(request: Request) -> HTTPResponse:
     """Create an account."""
     credentials = parse_body(request, Credentials)
     ctx = app_context(request)
-    guard = ctx.guard.registration(client_address(request, ctx.settings))
+    guard = ctx.runtime.guard.registration(client_address(request, ctx.settings))
     user = await accounts.register_user(
         credentials.username, credentials.password, ctx.settings, guard
     )
@@ -35,7 +35,7 @@ async def login(request: Request) -> HTTPResponse:
     """Exchange username and password for a bearer token."""
     credentials = parse_body(request, LoginBody)
     ctx = app_context(request)
-    guard = ctx.guard.login(credentials.username, client_address(request, ctx.settings))
+    guard = ctx.runtime.guard.login(credentials.username, client_address(request, ctx.settings))
     token, user_id = await accounts.login(
         credentials.username, credentials.password, ctx.settings, guard
     )
@@ -50,15 +50,14 @@ async def change_password(request: Request) -> HTTPResponse:
     change = parse_body(request, PasswordChange)
     ctx = app_context(request)
     user = request.ctx.user
-    guard = ctx.guard.login(user.username, client_address(request, ctx.settings))
+    guard = ctx.runtime.guard.login(user.username, client_address(request, ctx.settings))
     token = await revocation.change_password(
         user,
         change.current_password,
         change.new_password,
         ctx.settings,
         guard,
-        ctx.identities,
-        ctx.relay,
+        ctx.runtime.broker,
     )
     return json({"token": token, "user_id": user.id})
 
@@ -70,5 +69,5 @@ async def logout_all(request: Request) -> HTTPResponse:
     """Revoke every token issued so far (their sockets close); returns a fresh token."""
     ctx = app_context(request)
     user = request.ctx.user
-    token = await revocation.log_out_everywhere(user, ctx.settings, ctx.identities, ctx.relay)
+    token = await revocation.log_out_everywhere(user, ctx.settings, ctx.runtime.broker)
     return json({"token": token, "user_id": user.id})

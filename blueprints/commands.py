@@ -7,7 +7,7 @@ from sanic.response import HTTPResponse, json
 
 from simbridge.schemas import CallCommand, CommandSent, HostQuery, SmsCommand
 from simbridge.web.auth import authenticated
-from simbridge.web.context import app_context
+from simbridge.web.context import runtime_of
 from simbridge.web.docs import documented
 from simbridge.web.parsing import parse_body, parse_query
 
@@ -44,6 +44,6 @@ async def get_sims(request: Request) -> HTTPResponse:
 
 
 async def _relay(request: Request, host_id: int, cmd: str, args: dict[str, object]) -> HTTPResponse:
-    relay = app_context(request).relay
+    relay = runtime_of(request).relay
     req_id = await relay.send_command(request.ctx.user, host_id, cmd, args)
     return json({"status": "sent", "req_id": req_id})

@@ -10,7 +10,7 @@ from simbridge.models import DeviceType
 from simbridge.schemas import Deleted, DeviceCreate, DeviceCreated, DeviceOut, DeviceTokenOut
 from simbridge.services import devices, revocation
 from simbridge.web.auth import authenticated
-from simbridge.web.context import app_context
+from simbridge.web.context import app_context, runtime_of
 from simbridge.web.docs import documented
 from simbridge.web.parsing import parse_body
 
@@ -40,7 +40,7 @@ async def add_device(request: Request) -> HTTPResponse:
 @authenticated
 async def get_devices(request: Request) -> HTTPResponse:
     """List the caller's devices, with whether each has a live WebSocket now."""
-    broker = app_context(request).relay.broker
+    broker = runtime_of(request).broker
     return json(await devices.list_devices(request.ctx.user, broker))
 
 
@@ -49,8 +49,8 @@ async def get_devices(request: Request) -> HTTPResponse:
 @authenticated
 async def rotate_token(request: Request, device_id: int) -> HTTPResponse:
     """Issue a new device token; the old one stops working and its sockets close."""
-    relay = app_context(request).relay
-    token = await revocation.rotate_device_token(request.ctx.user, device_id, relay)
+    broker = runtime_of(request).broker
+    token = await revocation.rotate_device_token(request.ctx.user, device_id, broker)
     return json({"device_token": token})
 
 
@@ -59,5 +59,8 @@ async def rotate_token(request: Request, device_id: int) -> HTTPResponse:
 @authenticated
 async def delete_device(request: Request, device_id: int) -> HTTPResponse:
     """Delete a device with its pairings; its socket closes and nothing more is routed to it."""
-    await revocation.remove_device(request.ctx.user, device_id, app_context(request).relay)
+    runtime = runtime_of(request)
+    await revocation.remove_device(
+        request.ctx.user, device_id, runtime.directory, runtime.broker
+    )
     return json({"status": "deleted"})

@@ -9,7 +9,7 @@ from sanic.response import HTTPResponse, json
 from simbridge.schemas import HistoryQuery, MessageOut
 from simbridge.services.history import list_history
 from simbridge.web.auth import authenticated
-from simbridge.web.context import app_context
+from simbridge.web.context import runtime_of
 from simbridge.web.docs import documented
 from simbridge.web.parsing import parse_query
 
@@ -26,5 +26,5 @@ class MessageList(RootModel[list[MessageOut]]):
 async def get_history(request: Request) -> HTTPResponse:
     """Messages sent or received by one of your devices, newest first."""
     query = parse_query(request, HistoryQuery)
-    writer = app_context(request).relay.writer
+    writer = runtime_of(request).writer
     return json(await list_history(request.ctx.user, query.device_id, query.limit, writer))

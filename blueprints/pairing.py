@@ -11,7 +11,7 @@ from simbridge.schemas import Deleted, HostQuery, PairCodeOut, PairConfirm, Pair
 from simbridge.services import pairing
 from simbridge.web.addresses import client_address
 from simbridge.web.auth import authenticated
-from simbridge.web.context import app_context
+from simbridge.web.context import app_context, runtime_of
 from simbridge.web.docs import documented
 from simbridge.web.parsing import parse_body, parse_query
 
@@ -41,9 +41,9 @@ async def confirm(request: Request) -> HTTPResponse:
     body = parse_body(request, PairConfirm)
     ctx = app_context(request)
     user = request.ctx.user
-    guard = ctx.guard.pairing(user.id, client_address(request, ctx.settings))
+    guard = ctx.runtime.guard.pairing(user.id, client_address(request, ctx.settings))
     paired = await pairing.confirm_pairing(
-        user, body.code, body.client_device_id, ctx.settings, ctx.relay.directory, guard
+        user, body.code, body.client_device_id, ctx.settings, ctx.runtime.broker, guard
     )
     return json(
         {"status": "paired", "pairing_id": paired.id, "host_device_id": paired.host_device_id}
@@ -63,6 +63,6 @@ async def list_pairings(request: Request) -> HTTPResponse:
 @authenticated
 async def delete_pairing(request: Request, pairing_id: int) -> HTTPResponse:
     """Unpair a host and a client; nothing more is routed between them."""
-    directory = app_context(request).relay.directory
-    await pairing.delete_pairing(request.ctx.user, pairing_id, directory)
+    broker = runtime_of(request).broker
+    await pairing.delete_pairing(request.ctx.user, pairing_id, broker)
     return json({"status": "deleted"})

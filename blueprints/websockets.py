@@ -18,7 +18,7 @@ from simbridge.models import DeviceType
 from simbridge.protocol import CLOSE_REVOKED, INTERNAL_ERROR
 from simbridge.services.admission import admit_socket
 from simbridge.web.auth import SUBPROTOCOL, socket_token
-from simbridge.web.context import app_context
+from simbridge.web.context import app_context, runtime_of
 from simbridge.web.queued_websocket import QueuedWebsocket
 from simbridge.web.server_protocol import SimBridgeProtocol
 
@@ -42,8 +42,8 @@ async def admit(request: Request) -> None:
         socket_token(request),
         request.match_info["device_id"],
         device_type,
-        ctx.identities,
-        ctx.relay,
+        ctx.runtime.identities,
+        ctx.runtime.hub,
     )
     SimBridgeProtocol.adopt(request)
 
@@ -79,7 +79,7 @@ async def _reply(ws: QueuedWebsocket, reply: str) -> None:
 async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
     if not isinstance(ws, QueuedWebsocket):  # `admit` made sure of it: adopt() switched it
         raise TypeError(f"socket handlers need a QueuedWebsocket, not {type(ws).__name__}")
-    relay = app_context(request).relay
+    relay = runtime_of(request).relay
     admission = request.ctx.admission
     # One handle per socket: this handler receives from `ws` and the relay sends through it.
     session = relay.open_session(

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from simbridge.app import create_app
 from simbridge.config import Settings
+from simbridge.runtime import Runtime
 from simbridge.web.context import SimBridgeApp
 
 RECV_TIMEOUT = 5.0
@@ -51,8 +52,9 @@ class LiveServer:
             await server.after_stop()
 
     @property
-    def relay(self) -> Any:
-        return self.app.ctx.relay
+    def runtime(self) -> Runtime:
+        """The server's services, started."""
+        return self.app.ctx.runtime
 
 
 @dataclass

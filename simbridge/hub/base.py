@@ -1,9 +1,7 @@
-"""The hub's two interfaces: a live `Connection`, and the `Broker` that knows where each
-device's connection is.
+"""A live `Connection` as the hub sees it, and closing connections without waiting on a peer.
 
-The hub knows device ids and sockets only: no HTTP, no database, no pairing rules (those live
-in `simbridge.services.relay`). A broker for several processes (Redis) implements the same
-`Broker`, so nothing above it changes.
+The hub knows device ids, users and sockets only: no HTTP, no database, no pairing rules
+(those live in `simbridge.services.relay`).
 """
 
 from __future__ import annotations
@@ -30,28 +28,6 @@ class Connection(Protocol):
 
     def abort(self, code: int, reason: str) -> None:
         """Close at once without waiting for the peer (it may have stopped reading)."""
-
-
-class Broker(Protocol):
-    """Where each device's one live connection is, and how to hand it a frame."""
-
-    async def start(self) -> None:
-        """Open whatever the broker needs (called once per worker, before serving)."""
-
-    async def stop(self) -> None:
-        """Close every attached connection with 1001 and release resources."""
-
-    async def attach(self, device_id: int, conn: Connection) -> None:
-        """Make `conn` the device's connection; a previous one is closed with 4000 `replaced`."""
-
-    async def detach(self, device_id: int, conn: Connection) -> bool:
-        """Forget `conn` if it is still the device's connection; True if it was."""
-
-    async def deliver(self, device_id: int, frame: str) -> bool:
-        """Send `frame` to the device; False if it has no live connection (at most once)."""
-
-    async def online(self, device_ids: Iterable[int]) -> set[int]:
-        """Those of `device_ids` that have a live connection."""
 
 
 async def close_quietly(conn: Connection, code: int, reason: str) -> None:

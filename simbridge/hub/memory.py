@@ -1,66 +1,56 @@
-"""The in-process broker: a dict from device id to its socket. One process only."""
+"""The in-process broker: one process holds every socket, so there is nothing to cross."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Iterable
+from typing import Any
 
-from simbridge.hub.base import Connection, close_all, close_quietly
-from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REPLACED, CLOSE_TOO_SLOW
-
-log = logging.getLogger("simbridge.hub")
+from simbridge.clock import Clock
+from simbridge.hub.broker import ControlHandler
+from simbridge.hub.control import Control
+from simbridge.hub.local import Hub
+from simbridge.hub.open_requests import OpenRequests
 
 
 class MemoryBroker:
-    """Routes within this process only; start-up refuses more than one worker with it.
+    """The broker of a single process; start-up refuses more than one worker with it."""
 
-    A send that takes longer than `send_timeout` (a peer that stopped reading) closes that
-    peer's socket, so a slow consumer can never stall the device that is sending to it.
-    """
+    def __init__(self, clock: Clock, request_ttl_seconds: float) -> None:
+        self._open_requests = OpenRequests(clock, request_ttl_seconds)
+        self._hub: Hub | None = None
+        self._on_control: ControlHandler | None = None
 
-    def __init__(self, send_timeout: float) -> None:
-        self._connections: dict[int, Connection] = {}
-        self._send_timeout = send_timeout
-
-    async def start(self) -> None:
-        return None
+    async def start(self, hub: Hub, on_control: ControlHandler) -> None:
+        self._hub = hub
+        self._on_control = on_control
 
     async def stop(self) -> None:
-        connections = list(self._connections.values())
-        self._connections.clear()
-        await close_all(connections, CLOSE_GOING_AWAY, "server shutdown")
+        return None
 
-    async def attach(self, device_id: int, conn: Connection) -> None:
-        previous = self._connections.get(device_id)
-        self._connections[device_id] = conn
-        if previous is not None and previous is not conn:
-            await close_quietly(previous, CLOSE_REPLACED, "replaced")
+    async def claim(self, device_id: int) -> None:
+        return None  # the hub closed any older socket of the device: it can only be here
 
-    async def detach(self, device_id: int, conn: Connection) -> bool:
-        if self._connections.get(device_id) is not conn:
-            return False
-        del self._connections[device_id]
-        return True
+    async def release(self, device_id: int) -> None:
+        return None
 
     async def deliver(self, device_id: int, frame: str) -> bool:
-        conn = self._connections.get(device_id)
-        if conn is None:
-            return False
-        if conn.send_now(frame):  # the common case: no timer, no lock, no task switch
-            return True
-        try:
-            async with asyncio.timeout(self._send_timeout):
-                await conn.send(frame)
-        except TimeoutError:
-            log.warning("device %s stopped reading; closing its socket", device_id)
-            await self.detach(device_id, conn)
-            conn.abort(CLOSE_TOO_SLOW, "too slow")
-            return False
-        except Exception:  # the socket closed under us: that is offline, not an error
-            await self.detach(device_id, conn)
-            return False
-        return True
+        return False  # no other process
 
     async def online(self, device_ids: Iterable[int]) -> set[int]:
-        return {device_id for device_id in device_ids if device_id in self._connections}
+        return self._started_hub().online(device_ids)
+
+    async def remember_request(self, host_id: int, req_id: Any, client_id: int) -> None:
+        self._open_requests.remember(host_id, req_id, client_id)
+
+    async def asker(self, host_id: int, req_id: Any) -> int | None:
+        return self._open_requests.asker(host_id, req_id)
+
+    async def broadcast(self, control: Control) -> None:
+        if self._on_control is None:
+            raise RuntimeError("MemoryBroker.broadcast before start")
+        await self._on_control(control)
+
+    def _started_hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("MemoryBroker used before start")
+        return self._hub

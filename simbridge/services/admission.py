@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simbridge.errors import TooManyRequests
+from simbridge.hub import Hub
 from simbridge.models import Device, DeviceType
 from simbridge.security import is_device_token
 from simbridge.services.devices import device_for_token, owned_device
 from simbridge.services.identities import Identities
-from simbridge.services.relay import Relay
 
 SOCKET_CAP_RETRY_SECONDS = 60
 
@@ -39,7 +39,7 @@ async def admit_socket(
     device_id: int,
     device_type: DeviceType,
     identities: Identities,
-    relay: Relay,
+    hub: Hub,
 ) -> Admission:
     """Admit a handshake whose credential opens this device, on this path's type.
 
@@ -53,6 +53,6 @@ async def admit_socket(
         user, version = await identities.user_for_token(token)
         await owned_device(user, device_id, device_type)
         admission = Admission(user.id, device_type, version)
-    if not relay.has_room(admission.user_id, device_id):
+    if not hub.has_room(admission.user_id, device_id):
         raise TooManyRequests(SOCKET_CAP_RETRY_SECONDS)
     return admission

@@ -16,10 +16,11 @@ from tortoise.expressions import Q
 
 from simbridge.config import Settings
 from simbridge.errors import InvalidPairingCode, NotFound, TooManyRequests
+from simbridge.hub import Broker
+from simbridge.hub.control import ForgetPairings
 from simbridge.models import DeviceType, Pairing, PairingCode, User, is_stored_id
 from simbridge.security import pairing_code_digest
 from simbridge.services.devices import owned_device
-from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Rules
 
 CODE_ATTEMPTS = 20
@@ -59,7 +60,7 @@ async def confirm_pairing(
     code: str,
     client_device_id: int,
     settings: Settings,
-    directory: PairingDirectory,
+    broker: Broker,
     guard: Rules,
 ) -> Pairing:
     """Spend the code and pair its host with the caller's client (or return the existing pair).
@@ -91,7 +92,7 @@ async def confirm_pairing(
             )
             if pairing is None:
                 raise NotFound("Device not found") from None
-    directory.forget(live.host_device_id, client.id)
+    await broker.broadcast(ForgetPairings((live.host_device_id, client.id)))
     return pairing
 
 
@@ -122,7 +123,7 @@ async def list_pairings(user: User) -> list[dict[str, Any]]:
     ]
 
 
-async def delete_pairing(user: User, pairing_id: int, directory: PairingDirectory) -> None:
+async def delete_pairing(user: User, pairing_id: int, broker: Broker) -> None:
     """Unpair (either side's owner may); routing between the two stops at once."""
     pairing = None
     if is_stored_id(pairing_id):
@@ -132,4 +133,4 @@ async def delete_pairing(user: User, pairing_id: int, directory: PairingDirector
     if pairing is None:
         raise NotFound("Pairing not found")
     await pairing.delete()
-    directory.forget(pairing.host_device_id, pairing.client_device_id)
+    await broker.broadcast(ForgetPairings((pairing.host_device_id, pairing.client_device_id)))

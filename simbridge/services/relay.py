@@ -10,22 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from simbridge import protocol
 from simbridge.config import Settings
 from simbridge.errors import HostOffline
-from simbridge.hub import Broker, Connection
-from simbridge.hub.base import close_all
+from simbridge.hub import Broker, Connection, Hub, Session
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
 from simbridge.protocol import COMMAND, EVENT, PING
 from simbridge.services.devices import mark_seen, owned_device
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.message_log import MessageLogWriter
-from simbridge.services.open_requests import OpenRequests
-from simbridge.services.sessions import DEVICE_TOKEN, USER_TOKEN, Session, Sessions
 
 log = logging.getLogger("simbridge.relay")
 
@@ -36,29 +32,26 @@ def _device_id(value: Any) -> int | None:
 
 
 class Relay:
+    """Sessions and routing. Sockets of this process are served by the `hub` directly; a
+    device held by another process is reached through the `broker`."""
+
     def __init__(
         self,
+        hub: Hub,
         broker: Broker,
         directory: PairingDirectory,
         writer: MessageLogWriter,
         settings: Settings,
     ) -> None:
-        self.broker = broker
-        self.directory = directory
-        self.writer = writer
+        self._hub = hub
+        self._broker = broker
+        self._directory = directory
+        self._writer = writer
         self._settings = settings
         self._clock = settings.clock
-        self._open_requests = OpenRequests(settings.clock, settings.request_correlation_seconds)
-        self._sessions = Sessions()
         self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
 
     # --- sockets --------------------------------------------------------------------------
-    def has_room(self, user_id: int, device_id: int) -> bool:
-        """Whether the user may open one more socket (replacing a device's own does not count)."""
-        return (
-            self._sessions.others_of_user(user_id, device_id) < self._settings.max_sockets_per_user
-        )
-
     def open_session(
         self,
         conn: Connection,
@@ -73,11 +66,10 @@ class Relay:
             device_id=device_id,
             device_type=device_type,
             user_id=user_id,
-            credential=USER_TOKEN if token_version is not None else DEVICE_TOKEN,
             token_version=token_version,
             bucket=self._bucket_of(device_id),
         )
-        self._sessions.add(session)
+        self._hub.open(session)
         return session
 
     def _bucket_of(self, device_id: int) -> TokenBucket:
@@ -89,9 +81,10 @@ class Relay:
         return bucket
 
     async def connect(self, session: Session) -> None:
-        """Greet the socket, then make it the device's live connection."""
+        """Greet the socket, then make it the device's live connection, here and everywhere."""
         await session.conn.send(protocol.connected(session.device_id))
-        await self.broker.attach(session.device_id, session.conn)
+        await self._hub.attach(session)
+        await self._broker.claim(session.device_id)
         await mark_seen(session.device_id, self._clock)
 
     async def disconnect(self, session: Session) -> None:
@@ -104,28 +97,13 @@ class Relay:
 
     async def _detach(self, session: Session) -> None:
         try:
-            if await self.broker.detach(session.device_id, session.conn):
+            if self._hub.detach(session):
+                await self._broker.release(session.device_id)
                 await mark_seen(session.device_id, self._clock)
         finally:
-            self._sessions.remove(session)
+            self._hub.close(session)
             if session.bucket.is_full():  # as good as new: no need to remember it
                 self._buckets.pop(session.device_id, None)
-
-    async def close_sessions(
-        self, user_id: int, which: Callable[[Session], bool], code: int, reason: str
-    ) -> None:
-        """Close the user's sockets that `which` selects (revoked credentials, removed devices)."""
-        closing = list(self._sessions.matching(user_id, which))
-        for session in closing:
-            await self.broker.detach(session.device_id, session.conn)
-        await close_all((session.conn for session in closing), code, reason)
-
-    async def shutdown(self, timeout: float) -> None:
-        """Close every socket with 1001 and wait (up to `timeout`) for their handlers to end,
-        so no frame that was already read is dropped half-way."""
-        await self.broker.stop()
-        if not await self._sessions.wait_until_none(timeout):
-            log.warning("%d socket handlers still busy at shutdown", len(self._sessions))
 
     async def handle(self, session: Session, raw: str | bytes) -> str | None:
         """Act on one frame from a device; returns the reply for the sender, if any."""
@@ -150,7 +128,7 @@ class Relay:
     async def _route_command(
         self, sender_id: int, frame: dict[str, Any], raw: str | bytes
     ) -> str | None:
-        hosts = await self.directory.hosts_of(sender_id)
+        hosts = await self._directory.hosts_of(sender_id)
         if "to_device_id" in frame:
             target = _device_id(frame["to_device_id"])
             if target is None or target not in hosts:
@@ -168,7 +146,7 @@ class Relay:
         elif frame["req_id"] is None:
             frame["req_id"] = req_id = uuid.uuid4().hex
             text = protocol.with_new_req_id(text, req_id)
-        self._open_requests.remember(target, frame["req_id"], sender_id)
+        await self._broker.remember_request(target, frame["req_id"], sender_id)
         if not await self._deliver(sender_id, target, COMMAND, text):
             return _offline(target, frame, raw)
         return None
@@ -176,7 +154,7 @@ class Relay:
     async def _route_event(
         self, sender_id: int, frame: dict[str, Any], raw: str | bytes
     ) -> str | None:
-        clients = await self.directory.clients_of(sender_id)
+        clients = await self._directory.clients_of(sender_id)
         text = _as_text(raw)
         if "to_device_id" in frame:
             target = _device_id(frame["to_device_id"])
@@ -185,7 +163,7 @@ class Relay:
                     protocol.exact(raw, "to_device_id", frame["to_device_id"])
                 )
         else:
-            target = self._open_requests.asker(sender_id, frame.get("req_id"))
+            target = await self._broker.asker(sender_id, frame.get("req_id"))
             if target is None or target not in clients:
                 if not clients:
                     return protocol.NO_PAIRED_CLIENT
@@ -198,7 +176,10 @@ class Relay:
 
     async def _fan_out(self, sender_id: int, clients: tuple[int, ...], text: str) -> bool:
         """An unsolicited event goes to every paired client that is online; True if any."""
-        online = await self.broker.online(clients)
+        online = self._hub.online(clients)
+        if len(online) < len(clients):
+            elsewhere = [client for client in clients if client not in online]
+            online |= await self._broker.online(elsewhere)
         targets = [client for client in clients if client in online]
         if len(targets) == 1:  # the common case, without a task per delivery
             return await self._deliver(sender_id, targets[0], EVENT, text)
@@ -209,10 +190,14 @@ class Relay:
         return any(results)
 
     async def _deliver(self, sender_id: int | None, target: int, msg_type: str, text: str) -> bool:
-        if not await self.broker.deliver(target, text):
-            return False
-        await self.writer.write(sender_id, target, msg_type, text)
-        return True
+        """To the target's socket here, or through the broker if another process holds it."""
+        if self._hub.holds(target):
+            delivered = await self._hub.send(target, text)
+        else:
+            delivered = await self._broker.deliver(target, text)
+        if delivered:
+            await self._writer.write(sender_id, target, msg_type, text)
+        return delivered
 
     # --- REST fallback --------------------------------------------------------------------
     async def send_command(self, user: User, host_id: int, cmd: str, args: dict[str, Any]) -> str:
@@ -221,7 +206,7 @@ class Relay:
         A host with a socket open here was checked when it connected; any other is looked up
         (to answer 404 or 403 before 503).
         """
-        if not self._sessions.opened_by(user.id, host_id, DeviceType.HOST):
+        if not self._hub.opened_by(user.id, host_id, DeviceType.HOST):
             await owned_device(user, host_id, DeviceType.HOST)
         req_id = uuid.uuid4().hex
         text = protocol.encode({"type": COMMAND, "cmd": cmd, **args, "req_id": req_id})

@@ -10,7 +10,7 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from simbridge.models import User
-from simbridge.web.context import app_context
+from simbridge.web.context import runtime_of
 
 Handler = Callable[..., Awaitable[HTTPResponse]]
 
@@ -45,7 +45,7 @@ def _subprotocol_token(request: Request) -> str | None:
 
 
 async def current_user(request: Request) -> User:
-    user, _ = await app_context(request).identities.user_for_token(bearer_token(request))
+    user, _ = await runtime_of(request).identities.user_for_token(bearer_token(request))
     return user
 
 

@@ -11,19 +11,13 @@ from sanic.config import Config
 from simbridge.config import Settings
 
 if TYPE_CHECKING:
-    from simbridge.services.guard import Guard
-    from simbridge.services.identities import Identities
-    from simbridge.services.relay import Relay
-    from simbridge.services.retention import RetentionTask
+    from simbridge.runtime import Runtime
 
 
 @dataclass
 class AppContext:
     settings: Settings
-    relay: Relay = field(init=False)
-    guard: Guard = field(init=False)
-    identities: Identities = field(init=False)
-    retention: RetentionTask = field(init=False)
+    runtime: Runtime = field(init=False)  # set by the start-up listener
 
 
 SimBridgeApp = Sanic[Config, AppContext]
@@ -32,3 +26,8 @@ SimBridgeApp = Sanic[Config, AppContext]
 def app_context(request: Request) -> AppContext:
     """The app's context; Sanic types it as a `SimpleNamespace`, `create_app` made it this."""
     return cast(AppContext, request.app.ctx)
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The services of this process."""
+    return app_context(request).runtime

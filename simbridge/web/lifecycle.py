@@ -1,33 +1,18 @@
-"""Start-up and shutdown: database, broker, log writer and relay, in that order and back."""
+"""Sanic's listeners: start-up and shutdown call the composition root (`simbridge.runtime`);
+the access log."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 from sanic import Request
 from sanic.response import BaseHTTPResponse
 
 from simbridge.config import ConfigError, too_many_workers
-from simbridge.db import apply_migrations, start_orm, stop_orm
-from simbridge.hub import make_broker
-from simbridge.limits import MemoryLimiter
-from simbridge.services.directory import PairingDirectory
-from simbridge.services.guard import Guard
-from simbridge.services.identities import Identities
-from simbridge.services.log_store import OrmLogStore, SqliteLogStore
-from simbridge.services.message_log import MessageLogWriter
-from simbridge.services.relay import Relay
-from simbridge.services.retention import RetentionTask
-from simbridge.web.context import AppContext, SimBridgeApp
+from simbridge.runtime import Runtime
+from simbridge.web.context import SimBridgeApp
 
-# Worker threads (the SQLite log writer, bcrypt) need the GIL back after each call into C; with
-# Python's default of 5 ms a busy event loop made them wait that long every time, and the log
-# writer, not the relay, set the pace (throughput 0.55-0.59 of the bare relay, 0.62-0.70 at 1 ms).
-GIL_SWITCH_SECONDS = 0.001
-
-log = logging.getLogger("simbridge")
 access_log = logging.getLogger("simbridge.access")
 
 
@@ -48,46 +33,16 @@ async def _refuse_many_workers(app: SimBridgeApp) -> None:
 
 
 async def _start(app: SimBridgeApp) -> None:
-    ctx: AppContext = app.ctx
-    settings = ctx.settings
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    applied = await apply_migrations(settings)
-    if applied:
-        log.info("applied migrations: %s", ", ".join(applied))
-    await start_orm(settings)
-    broker = make_broker(settings)
-    await broker.start()
-    writer = MessageLogWriter(
-        store=SqliteLogStore(settings.sqlite_path) if settings.is_sqlite else OrmLogStore(),
-        clock=settings.clock,
-        batch_size=settings.log_batch_size,
-        flush_seconds=settings.log_flush_seconds,
-        queue_size=settings.log_queue_size,
-    )
-    writer.start()
-    ctx.relay = Relay(broker=broker, directory=PairingDirectory(), writer=writer, settings=settings)
-    ctx.guard = Guard(MemoryLimiter(settings.clock), settings)
-    ctx.identities = Identities(settings)
-    ctx.retention = RetentionTask(
-        clock=settings.clock,
-        days=settings.retention_days,
-        interval_seconds=settings.retention_interval_seconds,
-        batch_size=settings.retention_batch_size,
-    )
-    ctx.retention.start()
+    app.ctx.runtime = await Runtime.start(app.ctx.settings)
 
 
 async def _close_sockets(app: SimBridgeApp) -> None:
     """Runs before Sanic cancels socket handlers (which would close them with 1000, not 1001)."""
-    ctx: AppContext = app.ctx
-    await ctx.relay.shutdown(timeout=ctx.settings.graceful_shutdown_seconds)
+    await app.ctx.runtime.close_sockets()
 
 
 async def _stop(app: SimBridgeApp) -> None:
-    ctx: AppContext = app.ctx
-    await ctx.retention.stop()
-    await ctx.relay.writer.stop()
-    await stop_orm()
+    await app.ctx.runtime.stop()
 
 
 async def _start_timer(request: Request) -> None:

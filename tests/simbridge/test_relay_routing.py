@@ -14,13 +14,13 @@ from tortoise import Tortoise
 from simbridge import protocol
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
-from simbridge.hub import MemoryBroker
+from simbridge.hub import Hub, MemoryBroker, Session
+from simbridge.hub.control import Control
 from simbridge.models import Device, DeviceType, MessageLog, Pairing, User
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.log_store import OrmLogStore
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
-from simbridge.services.sessions import Session
 from tests.fakes import FakeConnection
 
 IN_MEMORY = {
@@ -33,6 +33,7 @@ IN_MEMORY = {
 @dataclass
 class World:
     relay: Relay
+    writer: MessageLogWriter
     user: User
 
     async def device(self, kind: DeviceType) -> Device:
@@ -56,9 +57,17 @@ async def world() -> AsyncIterator[World]:
         OrmLogStore(), clock, batch_size=100, flush_seconds=0.01, queue_size=100
     )
     writer.start()
-    relay = Relay(MemoryBroker(send_timeout=0.05), PairingDirectory(), writer, settings)
+    hub = Hub(settings.send_timeout_seconds, settings.max_sockets_per_user)
+    directory = PairingDirectory()
+    broker = MemoryBroker(clock, settings.request_correlation_seconds)
+
+    async def no_pairing_changes_here(control: Control) -> None:
+        raise AssertionError(f"unexpected control message {control}")
+
+    await broker.start(hub, no_pairing_changes_here)
+    relay = Relay(hub, broker, directory, writer, settings)
     try:
-        yield World(relay, await User.create(username="alice", password_hash="-"))
+        yield World(relay, writer, await User.create(username="alice", password_hash="-"))
     finally:
         await writer.stop()
         await Tortoise.close_connections()
@@ -184,6 +193,6 @@ async def test_relayed_frames_are_logged_and_refused_ones_are_not(world: World) 
     session, _ = await world.online(client)
     await handle(session, world.relay, {"type": "command", "cmd": "GET_SIMS", "req_id": "a"})
     await handle(session, world.relay, {"type": "command", "cmd": "X", "to_device_id": 999})
-    await world.relay.writer.flush()
+    await world.writer.flush()
     logged = await MessageLog.all().values_list("from_device_id", "to_device_id", "msg_type")
     assert logged == [(client.id, host.id, "command")]

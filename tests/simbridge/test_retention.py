@@ -42,11 +42,11 @@ async def test_prune_deletes_rows_past_retention_and_keeps_newer(
             await relay_sms(http, alice.headers, host.id, 3)
             for _ in range(8):
                 await receive(host_ws)
-        await live.relay.writer.flush()
+        await live.runtime.writer.flush()
         clock.advance(31 * DAY)  # the first 5 are now 91 days old, the last 3 only 31
 
-        assert await live.app.ctx.retention.prune() == 5
-        assert await live.app.ctx.retention.prune() == 0
+        assert await live.runtime.retention.prune() == 5
+        assert await live.runtime.retention.prune() == 0
 
         history = await http.get(f"/history?device_id={host.id}", headers=alice.headers)
         bodies = [row["payload"]["body"] for row in history.json()]

@@ -1,0 +1,29 @@
+"""One open socket and who opened it: what the hub matches control messages against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simbridge.hub.base import Connection
+from simbridge.limits import TokenBucket
+from simbridge.models import DeviceType
+
+USER_TOKEN = "user"
+DEVICE_TOKEN = "device"
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One open socket. `token_version` is the user token's version (None for a device token);
+    `bucket` is the device's frame rate, shared by its successive sockets."""
+
+    conn: Connection
+    device_id: int
+    device_type: DeviceType
+    user_id: int
+    token_version: int | None
+    bucket: TokenBucket = field(repr=False)
+
+    @property
+    def credential(self) -> str:
+        return USER_TOKEN if self.token_version is not None else DEVICE_TOKEN

@@ -1,0 +1,119 @@
+"""What every `Broker` promises, run against each implementation with fake connections.
+
+A broker for several processes (Redis) joins `BROKERS`, and adds the cases that need two
+nodes sharing one backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from simbridge.clock import ManualClock
+from simbridge.hub import Broker, Hub, MemoryBroker
+from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
+from tests.fakes import FakeConnection
+from tests.simbridge.hub.test_local import new_session
+
+REQUEST_TTL_SECONDS = 600.0
+
+BROKERS: dict[str, Callable[[ManualClock], Broker]] = {
+    "memory": lambda clock: MemoryBroker(clock, REQUEST_TTL_SECONDS),
+}
+
+
+@dataclass
+class Node:
+    """One process: its hub, its broker and the control messages that reached it."""
+
+    hub: Hub
+    broker: Broker
+    clock: ManualClock
+    controls: list[Control] = field(default_factory=list)
+
+    async def on_control(self, control: Control) -> None:
+        self.controls.append(control)
+
+    async def connect(self, device_id: int, user_id: int = 1) -> FakeConnection:
+        session = new_session(device_id, user_id)
+        self.hub.open(session)
+        await self.hub.attach(session)
+        await self.broker.claim(device_id)
+        assert isinstance(session.conn, FakeConnection)
+        return session.conn
+
+    async def disconnect(self, device_id: int) -> None:
+        session = self.hub.session_of(device_id)
+        assert session is not None
+        assert self.hub.detach(session)
+        await self.broker.release(device_id)
+        self.hub.close(session)
+
+
+@pytest.fixture(params=sorted(BROKERS))
+async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
+    clock = ManualClock()
+    node = Node(
+        Hub(send_timeout=0.05, max_sockets_per_user=10), BROKERS[request.param](clock), clock
+    )
+    await node.broker.start(node.hub, node.on_control)
+    try:
+        yield node
+    finally:
+        await node.broker.stop()
+
+
+async def test_a_claimed_device_is_online_until_released(node: Node) -> None:
+    await node.connect(1)
+    await node.connect(2)
+    assert await node.broker.online([1, 2, 3]) == {1, 2}
+    await node.disconnect(1)
+    assert await node.broker.online([1, 2, 3]) == {2}
+
+
+async def test_no_device_is_online_before_any_claim(node: Node) -> None:
+    assert await node.broker.online([1, 2]) == set()
+
+
+async def test_deliver_to_a_device_held_nowhere_else_is_false(node: Node) -> None:
+    assert not await node.broker.deliver(5, "frame")
+
+
+async def test_the_asker_of_a_request_is_remembered(node: Node) -> None:
+    await node.broker.remember_request(1, "r1", 2)
+    assert await node.broker.asker(1, "r1") == 2
+    assert await node.broker.asker(1, "other") is None
+    assert await node.broker.asker(9, "r1") is None  # another host's ids are its own
+
+
+async def test_a_request_id_used_by_two_clients_of_a_host_has_no_asker(node: Node) -> None:
+    await node.broker.remember_request(1, 7, 2)
+    await node.broker.remember_request(1, 7, 3)
+    assert await node.broker.asker(1, 7) is None
+
+
+async def test_a_remembered_request_expires(node: Node) -> None:
+    await node.broker.remember_request(1, "r1", 2)
+    node.clock.advance(REQUEST_TTL_SECONDS + 1)
+    assert await node.broker.asker(1, "r1") is None
+
+
+async def test_ids_that_cannot_be_keys_are_never_remembered(node: Node) -> None:
+    for req_id in (None, True, 1.5, ["a"], "x" * 129):
+        await node.broker.remember_request(1, req_id, 2)
+        assert await node.broker.asker(1, req_id) is None
+
+
+@pytest.mark.parametrize(
+    "control",
+    [
+        CloseSessions(1, 4001, "revoked", credential="user", token_version_below=3),
+        ForgetPairings((1, 2)),
+        ForgetUser(1),
+    ],
+)
+async def test_a_broadcast_reaches_this_process_once(node: Node, control: Control) -> None:
+    await node.broker.broadcast(control)
+    assert node.controls == [control]
