@@ -27,6 +27,7 @@ DEFAULT_BLUEPRINTS = (
     "blueprints.commands",
     "blueprints.history",
     "blueprints.websockets",
+    "blueprints.health",
 )
 
 

@@ -160,3 +160,13 @@ class FieldError(BaseModel):
 class ErrorOut(BaseModel):
     detail: str
     errors: list[FieldError] | None = None
+
+
+class HealthChecks(BaseModel):
+    database: str = Field(description='"ok", or what failed ("timed out", "unreachable: ...")')
+    broker: str = Field(description='"ok", or what failed')
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: HealthChecks

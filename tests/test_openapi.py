@@ -45,7 +45,7 @@ async def test_docs_serves_swagger_ui(http: httpx.AsyncClient) -> None:
 
 async def test_openapi_lists_exactly_the_rest_endpoints(spec: dict[str, Any]) -> None:
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
-    assert documented == {(path, method) for path, method, _, _ in ENDPOINTS}
+    assert documented == {(path, method) for path, method, _, _ in ENDPOINTS} | {("/health", "get")}
 
 
 @pytest.mark.parametrize(("path", "method", "has_body", "errors"), ENDPOINTS)
@@ -77,3 +77,13 @@ async def test_openapi_sms_schema_carries_contract_ranges(spec: dict[str, Any]) 
     assert (sms["sim"]["minimum"], sms["sim"]["maximum"]) == (1, 8)
     assert (sms["body"]["minLength"], sms["body"]["maxLength"]) == (1, 1600)
     assert sms["to"]["pattern"] == "^[0-9+*#]+$"
+
+
+async def test_openapi_describes_health_with_its_own_body_on_503(spec: dict[str, Any]) -> None:
+    operation = spec["paths"]["/health"]["get"]
+    bodies = {
+        int(status): response["content"]["application/json"]["schema"]["$ref"]
+        for status, response in operation["responses"].items()
+    }
+    assert bodies == {200: "#/components/schemas/HealthOut", 503: "#/components/schemas/HealthOut"}
+    assert "security" not in operation

@@ -46,3 +46,6 @@ class Broker(Protocol):
 
     async def broadcast(self, control: Control) -> None:
         """Deliver `control` to every process, this one included, once each."""
+
+    async def check(self) -> bool:
+        """Whether the broker can route between processes now (for `GET /health`)."""

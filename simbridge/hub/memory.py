@@ -50,6 +50,9 @@ class MemoryBroker:
             raise RuntimeError("MemoryBroker.broadcast before start")
         await self._on_control(control)
 
+    async def check(self) -> bool:
+        return True  # nothing outside this process to reach
+
     def _started_hub(self) -> Hub:
         if self._hub is None:
             raise RuntimeError("MemoryBroker used before start")
