@@ -4,7 +4,6 @@ event loop, a real SQLite file per test, real HTTP and WebSocket clients."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ from sanic import Sanic
 
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
-from tests.helpers import Account, LiveServer, Pair, make_account, make_device, pair_devices
+from tests.helpers import Account, LiveServer, Pair, make_account, make_pair
 from tests.processes import Servers, running_servers
 
 Sanic.test_mode = True  # one app per test, all named "simbridge"
@@ -64,13 +63,7 @@ async def bob(http: httpx.AsyncClient) -> Account:
 @pytest.fixture
 async def pair(http: httpx.AsyncClient, alice: Account) -> Pair:
     """Alice's host and client, paired."""
-    host = await make_device(http, alice, "host")
-    client = await make_device(http, alice, "client")
-    return await pair_devices(http, alice, host, client)
-
-
-def settings_with(settings: Settings, **changes: object) -> Settings:
-    return replace(settings, **changes)  # type: ignore[arg-type]
+    return await make_pair(http, alice)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,18 @@ def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "SIMBRIDGE_GRACEFUL_SHUTDOWN_SECONDS": str(GRACEFUL_SECONDS),
         **extra,
     }
+
+
+def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m simbridge ARGS` in `tmp_path` with only PATH and `env` set (30 s at most)."""
+    return subprocess.run(
+        [sys.executable, "-m", "simbridge", *args],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 class Servers:

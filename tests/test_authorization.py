@@ -10,74 +10,32 @@ own paired host and client.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
 
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
 from simbridge.security import create_token
 from tests.helpers import (
-    RECV_TIMEOUT,
     Account,
+    Device,
     LiveServer,
     Pair,
+    Reply,
+    assert_error,
+    assert_rest_marker_arrives_next,
+    bearer,
+    handshake,
     make_device,
-    pair_devices,
+    make_pair,
     pairing_code,
     receive,
     send,
     socket,
 )
-
-
-# --- replies ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reply:
-    """What a caller learns from one attempt: status, content type and JSON body."""
-
-    status: int
-    content_type: str
-    body: Any
-
-    @classmethod
-    def of(cls, response: httpx.Response) -> Reply:
-        return cls(
-            response.status_code, response.headers.get("content-type", ""), _json(response.content)
-        )
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode(errors="replace")
-
-
-async def handshake(server: LiveServer, path: str, token: str | None) -> Reply:
-    """Try to open a WebSocket; an accepted handshake is reported as status 101."""
-    url = f"{server.ws_url}{path}" + (f"?token={token}" if token is not None else "")
-    try:
-        async with connect(url, open_timeout=RECV_TIMEOUT, close_timeout=2):
-            return Reply(101, "", None)
-    except InvalidStatus as refused:
-        response = refused.response
-        return Reply(
-            response.status_code, response.headers.get("content-type", ""), _json(response.body)
-        )
-
-
-def assert_json_error(reply: Reply, status: int) -> None:
-    assert reply.status == status, reply
-    assert reply.content_type.startswith("application/json"), reply
-    assert isinstance(reply.body, dict), reply
-    assert isinstance(reply.body.get("detail"), str) and reply.body["detail"], reply
 
 
 # --- the two accounts ------------------------------------------------------------------------
@@ -101,21 +59,14 @@ class World:
 async def world(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, bob: Account, pair: Pair
 ) -> World:
-    bob_host = await make_device(http, bob, "host")
-    bob_client = await make_device(http, bob, "client")
-    bobs = await pair_devices(http, bob, bob_host, bob_client)
-    return World(server, http, alice, bob, pair, bobs)
+    return World(server, http, alice, bob, pair, await make_pair(http, bob))
 
 
-async def assert_host_hears_only_its_owner(world: World, alice_host: ClientConnection) -> None:
-    """Alice commands her host over REST; the next frame her open host socket receives must be
-    exactly that command: nothing of bob's arrived first and the socket was not replaced."""
-    reply = await world.http.get(
-        "/sims", params={"host_device_id": world.alices.host.id}, headers=world.alice.headers
-    )
-    assert reply.status_code == 200, reply.text
-    req_id = reply.json()["req_id"]
-    assert await receive(alice_host) == {"type": "command", "cmd": "GET_SIMS", "req_id": req_id}
+async def handshake_as(world: World, kind: str, device_id: int, token: str | None) -> Reply:
+    """The handshake on the `kind` socket path of `device_id` with `token` (None: no token), as
+    a Reply (status 101 if the socket opened)."""
+    path_only = Device(device_id, kind, world.alice)  # the owner named here plays no part
+    return (await handshake(world.server, path_only, token)).reply
 
 
 # --- another user's ids: 404, the same as a missing id ---------------------------------------
@@ -159,11 +110,11 @@ async def get_history(world: World, caller: Account, device_id: int) -> Reply:
 
 
 async def open_host_socket(world: World, caller: Account, device_id: int) -> Reply:
-    return await handshake(world.server, f"/ws/host/{device_id}", caller.token)
+    return await handshake_as(world, "host", device_id, caller.token)
 
 
 async def open_client_socket(world: World, caller: Account, device_id: int) -> Reply:
-    return await handshake(world.server, f"/ws/client/{device_id}", caller.token)
+    return await handshake_as(world, "client", device_id, caller.token)
 
 
 ID_PROBES: list[Probe] = [
@@ -183,14 +134,15 @@ async def test_probe_other_users_device_returns_404_like_missing_device(
     world: World, probe: Probe
 ) -> None:
     missing = await probe(world, world.bob, world.missing_id)
-    assert_json_error(missing, 404)
+    assert_error(missing, 404)
     async with socket(world.server, world.alices.host) as alice_host:
         # Both of alice's devices, whatever type the endpoint wants: a 403 for the "wrong" one
         # would tell bob that the id exists and what it is.
         for device in (world.alices.host, world.alices.client):
             reply = await probe(world, world.bob, device.id)
             assert reply == missing, f"alice's {device.type} {device.id}: {reply} != {missing}"
-        await assert_host_hears_only_its_owner(world, alice_host)
+        # Nothing of bob's reached alice's host, and her socket was not replaced.
+        await assert_rest_marker_arrives_next(world.http, world.alices.host, alice_host)
 
 
 async def test_confirm_other_users_code_returns_invalid_code_like_unknown_code(
@@ -207,8 +159,7 @@ async def test_confirm_other_users_code_returns_invalid_code_like_unknown_code(
 
     refused_unknown = await bob_spends(unknown)
     refused_foreign = await bob_spends(code)
-    assert_json_error(refused_unknown, 400)
-    assert refused_unknown.body == {"detail": "Invalid or expired pairing code"}
+    assert_error(refused_unknown, 400, "Invalid or expired pairing code")
     assert refused_foreign == refused_unknown
 
     # Bob's attempt did not spend alice's code: she still can.
@@ -246,17 +197,7 @@ async def test_probe_own_device_of_wrong_type_returns_403(world: World) -> None:
         device = world.alices.client if case.kind == "client" else world.alices.host
         reply = await case.probe(world, world.alice, device.id)
         assert reply.status == 403, f"{case.name}: {reply}"
-        assert_json_error(reply, 403)
-
-
-# --- listing ---------------------------------------------------------------------------------
-async def test_list_devices_shows_only_own_devices(world: World) -> None:
-    for owner, own in ((world.alice, world.alices), (world.bob, world.bobs)):
-        reply = await world.http.get("/devices", headers=owner.headers)
-        assert reply.status_code == 200, reply.text
-        assert sorted(device["id"] for device in reply.json()) == sorted(
-            (own.host.id, own.client.id)
-        ), owner.username
+        assert_error(reply, 403)
 
 
 # --- WebSocket routing across accounts -------------------------------------------------------
@@ -296,55 +237,51 @@ async def test_send_event_to_other_users_client_returns_not_paired(world: World)
 Attempt = Callable[[World, str | None], Awaitable[Reply]]
 
 
-def _headers(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
-
-
 async def list_devices_as(world: World, token: str | None) -> Reply:
-    return Reply.of(await world.http.get("/devices", headers=_headers(token)))
+    return Reply.of(await world.http.get("/devices", headers=bearer(token)))
 
 
 async def add_device_as(world: World, token: str | None) -> Reply:
     body = {"name": "intruder", "type": "host"}
-    return Reply.of(await world.http.post("/devices", json=body, headers=_headers(token)))
+    return Reply.of(await world.http.post("/devices", json=body, headers=bearer(token)))
 
 
 async def create_code_as(world: World, token: str | None) -> Reply:
     params = {"host_device_id": world.alices.host.id}
-    return Reply.of(await world.http.post("/pair", params=params, headers=_headers(token)))
+    return Reply.of(await world.http.post("/pair", params=params, headers=bearer(token)))
 
 
 async def confirm_as(world: World, token: str | None) -> Reply:
     body = {"code": "123456", "client_device_id": world.alices.client.id}
-    return Reply.of(await world.http.post("/pair/confirm", json=body, headers=_headers(token)))
+    return Reply.of(await world.http.post("/pair/confirm", json=body, headers=bearer(token)))
 
 
 async def sms_as(world: World, token: str | None) -> Reply:
     body = {"to_device_id": world.alices.host.id, "sim": 1, "to": "+15550100", "body": "hi"}
-    return Reply.of(await world.http.post("/sms", json=body, headers=_headers(token)))
+    return Reply.of(await world.http.post("/sms", json=body, headers=bearer(token)))
 
 
 async def call_as(world: World, token: str | None) -> Reply:
     body = {"to_device_id": world.alices.host.id, "sim": 1, "to": "+15550100"}
-    return Reply.of(await world.http.post("/call", json=body, headers=_headers(token)))
+    return Reply.of(await world.http.post("/call", json=body, headers=bearer(token)))
 
 
 async def sims_as(world: World, token: str | None) -> Reply:
     params = {"host_device_id": world.alices.host.id}
-    return Reply.of(await world.http.get("/sims", params=params, headers=_headers(token)))
+    return Reply.of(await world.http.get("/sims", params=params, headers=bearer(token)))
 
 
 async def history_as(world: World, token: str | None) -> Reply:
     params = {"device_id": world.alices.host.id}
-    return Reply.of(await world.http.get("/history", params=params, headers=_headers(token)))
+    return Reply.of(await world.http.get("/history", params=params, headers=bearer(token)))
 
 
 async def host_socket_as(world: World, token: str | None) -> Reply:
-    return await handshake(world.server, f"/ws/host/{world.alices.host.id}", token)
+    return await handshake_as(world, "host", world.alices.host.id, token)
 
 
 async def client_socket_as(world: World, token: str | None) -> Reply:
-    return await handshake(world.server, f"/ws/client/{world.alices.client.id}", token)
+    return await handshake_as(world, "client", world.alices.client.id, token)
 
 
 PROTECTED: list[Attempt] = [
@@ -364,14 +301,18 @@ PROTECTED: list[Attempt] = [
 async def test_call_protected_endpoint_without_valid_token_returns_401(
     world: World, settings: Settings, clock: ManualClock
 ) -> None:
-    """The ids named are alice's real ones: without a token, not even their existence shows."""
+    """The ids named are alice's real ones: without a token, not even their existence shows, and
+    nothing reaches her host."""
     forged = create_token(world.alice.user_id, "x" * 48, clock(), settings.token_ttl_seconds)
     tokens: dict[str, str | None] = {"no": None, "a garbage": "not-a-jwt", "a forged": forged}
-    for name, token in tokens.items():
-        for attempt in PROTECTED:
-            reply = await attempt(world, token)
-            assert reply.status == 401, f"{attempt.__name__} with {name} token: {reply}"
-            assert_json_error(reply, 401)
+    async with socket(world.server, world.alices.host) as alice_host:
+        for name, token in tokens.items():
+            for attempt in PROTECTED:
+                reply = await attempt(world, token)
+                assert reply.status == 401, f"{attempt.__name__} with {name} token: {reply}"
+                assert_error(reply, 401)
+        # Nothing reached her host, and no refused handshake replaced her socket.
+        await assert_rest_marker_arrives_next(world.http, world.alices.host, alice_host)
 
     listed = await world.http.get("/devices", headers=world.alice.headers)
     assert len(listed.json()) == 2  # `add_device_as` created nothing
@@ -380,4 +321,4 @@ async def test_call_protected_endpoint_without_valid_token_returns_401(
     for attempt in PROTECTED:
         reply = await attempt(world, world.alice.token)
         assert reply.status == 401, f"{attempt.__name__} with an expired token: {reply}"
-        assert_json_error(reply, 401)
+        assert_error(reply, 401)

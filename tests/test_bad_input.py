@@ -14,25 +14,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from simbridge.config import Settings
 from tests.helpers import (
+    PASSWORD,
     Account,
     LiveServer,
     Pair,
+    assert_next_is_pong,
+    assert_relays,
+    list_devices,
+    login,
     make_account,
     make_device,
-    pair_devices,
+    paired_world,
     pairing_code,
     receive,
     send,
+    serving,
     socket,
 )
 
@@ -85,13 +90,6 @@ class World:
 
     async def devices(self) -> list[dict[str, Any]]:
         return await list_devices(self.http, self.alice)
-
-
-async def list_devices(http: httpx.AsyncClient, owner: Account) -> list[dict[str, Any]]:
-    reply = await http.get("/devices", headers=owner.headers)
-    assert reply.status_code == 200, reply.text
-    devices: list[dict[str, Any]] = reply.json()
-    return devices
 
 
 @pytest.fixture
@@ -253,7 +251,7 @@ class BodyEndpoint:
 
 
 async def _registration(world: World) -> dict[str, Any]:
-    return {"username": "carol", "password": "secret123"}
+    return {"username": "carol", "password": PASSWORD}
 
 
 async def _login(world: World) -> dict[str, Any]:
@@ -320,7 +318,7 @@ async def assert_nothing_changed(
 ) -> None:
     """The server still answers, no device appeared or changed, and no carol was registered."""
     assert await list_devices(http, owner) == devices_before
-    registered = await http.post("/auth/login", json={"username": "carol", "password": "secret123"})
+    registered = await login(http, "carol")
     assert registered.status_code == 401, "a rejected registration created carol"
 
 
@@ -359,18 +357,6 @@ async def test_post_bad_field_returns_422_naming_it(world: World, endpoint: Body
             ]
     assert not problems, report(problems)
     await assert_nothing_changed(world.http, world.alice, before)
-
-
-async def test_register_rejected_password_leaves_username_free(world: World) -> None:
-    rejected = await world.http.post(
-        "/auth/register", json={"username": "carol", "password": "12345"}
-    )
-    assert rejected.status_code == 422, rejected.text
-    accepted = await world.http.post(
-        "/auth/register", json={"username": "carol", "password": "secret123"}
-    )
-    assert accepted.status_code == 200, accepted.text
-    assert accepted.json()["username"] == "carol"
 
 
 # --- REST query strings ----------------------------------------------------------------------
@@ -447,16 +433,14 @@ async def test_query_bad_value_returns_422_naming_it(world: World, endpoint: Que
 
 # --- too big ---------------------------------------------------------------------------------
 async def test_post_oversized_body_returns_413(settings: Settings) -> None:
-    async with (
-        LiveServer.running(replace(settings, max_body_bytes=1024)) as live,
-        httpx.AsyncClient(base_url=live.url, timeout=10) as http,
-    ):
+    async with serving(settings, max_body_bytes=1024) as served:
+        http = served.http
         alice = await make_account(http, "alice")
         host = await make_device(http, alice, "host")
         before = await list_devices(http, alice)
         filler = "x" * 2048
         bodies = {
-            "/auth/register": {"username": "carol", "password": "secret123", "pad": filler},
+            "/auth/register": {"username": "carol", "password": PASSWORD, "pad": filler},
             "/auth/login": {"username": "alice", "password": filler},
             "/devices": {"name": "phone", "type": "host", "pad": filler},
             "/pair/confirm": {"code": "123456", "client_device_id": host.id, "pad": filler},
@@ -527,18 +511,12 @@ async def test_request_wrong_method_returns_405_json(world: World) -> None:
 
 
 # --- WebSocket frames ------------------------------------------------------------------------
-async def assert_relay_works(client: ClientConnection, host: ClientConnection) -> None:
-    command = {"type": "command", "cmd": "GET_SIMS", "req_id": "still-relaying"}
-    await send(client, command)
-    assert await receive(host) == command
-
-
 async def assert_fresh_sockets_relay(world: World) -> None:
     async with (
         socket(world.server, world.pair.host) as host,
         socket(world.server, world.pair.client) as client,
     ):
-        await assert_relay_works(client, host)
+        await assert_relays(host, client)
 
 
 BAD_FRAMES: list[tuple[str, str | bytes, list[dict[str, Any]]]] = [
@@ -570,10 +548,9 @@ async def test_send_bad_frame_replies_error_and_keeps_relaying(world: World) -> 
                 await sender.send(frame)
                 reply = await receive(sender)
                 assert reply in acceptable, f"{label}: {reply}"
-            await send(sender, {"type": "ping"})
-            assert await receive(sender) == {"type": "pong"}
+            await assert_next_is_pong(sender)
         # Nothing of the above reached the host: the next thing it hears is the next command.
-        await assert_relay_works(client, host)
+        await assert_relays(host, client)
     await assert_fresh_sockets_relay(world)
 
 
@@ -587,17 +564,17 @@ async def test_send_frame_with_huge_numbers_is_relayed(world: World) -> None:
     ):
         command = {"type": "command", "cmd": "SEND_SMS", "sim": HUGE, "req_id": 2**64, "n": 2**63}
         await send(client, command)
-        assert json.loads(await host.recv()) == command
+        assert await receive(host) == command
 
         event = {"type": "event", "event": "SIM_INFO", "iccid": HUGE, "req_id": 2**64}
         await send(host, event)
-        assert json.loads(await client.recv()) == event
+        assert await receive(client) == event
 
         for target in (HUGE, 2**63, -(2**63) - 1):
             await client.send(f'{{"type": "command", "cmd": "GET_SIMS", "to_device_id": {target}}}')
             reply = await receive(client)
             assert reply.get("error") == "not paired", f"to_device_id {target}: {reply}"
-        await assert_relay_works(client, host)
+        await assert_relays(host, client)
     await assert_fresh_sockets_relay(world)
 
 
@@ -609,7 +586,7 @@ async def test_send_command_without_req_id_keeps_huge_integer_exact(world: World
     ):
         command = {"type": "command", "cmd": "SEND_SMS", "sim": 1, "to": "1", "ref": HUGE}
         await send(client, command)
-        forwarded = json.loads(await host.recv())
+        forwarded = await receive(host)
         assert isinstance(forwarded.pop("req_id", None), str)
         assert forwarded == command
 
@@ -622,7 +599,7 @@ async def test_get_history_keeps_huge_integer_exact(world: World) -> None:
     ):
         event = {"type": "event", "event": "SIM_INFO", "iccid": HUGE, "req_id": "sims-1"}
         await send(host, event)
-        assert json.loads(await client.recv()) == event
+        assert await receive(client) == event
     reply = await world.http.get(
         "/history", params={"device_id": world.pair.host.id}, headers=world.alice.headers
     )
@@ -631,14 +608,9 @@ async def test_get_history_keeps_huge_integer_exact(world: World) -> None:
 
 
 async def test_send_oversized_frame_closes_with_1009(settings: Settings) -> None:
-    async with (
-        LiveServer.running(replace(settings, max_message_bytes=1024)) as live,
-        httpx.AsyncClient(base_url=live.url, timeout=10) as http,
-    ):
-        alice = await make_account(http, "alice")
-        host = await make_device(http, alice, "host")
-        client = await make_device(http, alice, "client")
-        world = World(live, http, alice, await pair_devices(http, alice, host, client))
+    async with paired_world(settings, max_message_bytes=1024) as paired:
+        live, host, client = paired.live, paired.pair.host, paired.pair.client
+        world = World(live, paired.http, host.owner, paired.pair)
         oversized: list[str | bytes] = [
             json.dumps({"type": "command", "cmd": "SEND_SMS", "body": "x" * 2048}),
             b"x" * 2048,
@@ -653,5 +625,5 @@ async def test_send_oversized_frame_closes_with_1009(settings: Settings) -> None
                     assert closed.value.rcvd.code == 1009, f"{frame!r:.40}: {closed.value}"
                 # The host's socket was not touched, and the relay works with a fresh client.
                 async with socket(live, client) as client_ws:
-                    await assert_relay_works(client_ws, host_ws)
+                    await assert_relays(host_ws, client_ws)
         await assert_fresh_sockets_relay(world)

@@ -6,47 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
-from tests.helpers import Account, Device, make_account, make_device, pair_devices
-from tests.processes import GRACEFUL_SECONDS, ServerProcess, Servers, free_port, server_env
+from tests.helpers import (
+    assert_closed_with,
+    get_sims_command,
+    history,
+    list_devices,
+    make_account,
+    make_pair,
+    receive,
+    socket,
+)
+from tests.processes import GRACEFUL_SECONDS, Servers, free_port, run_cli, server_env
 
-RECV_TIMEOUT = 5.0
 CLOSE_GOING_AWAY = 1001
 COMMANDS = 200
 LOG_FLUSH_SECONDS = 1.0
-
-
-async def open_socket(server: ServerProcess, device: Device) -> ClientConnection:
-    url = f"{server.ws_url}/ws/{device.type}/{device.id}?token={device.owner.token}"
-    ws = await connect(url, open_timeout=RECV_TIMEOUT, close_timeout=2, ping_interval=None)
-    assert await receive(ws) == {"type": "connected", "device_id": device.id}
-    return ws
-
-
-async def receive(ws: ClientConnection) -> dict[str, Any]:
-    frame = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
-    assert isinstance(frame, dict)
-    return frame
-
-
-async def closed_with(ws: ClientConnection) -> int | None:
-    await asyncio.wait_for(ws.wait_closed(), GRACEFUL_SECONDS)
-    return ws.close_code
-
-
-async def paired_devices(http: httpx.AsyncClient) -> tuple[Account, Device, Device]:
-    alice = await make_account(http, "alice")
-    host = await make_device(http, alice, "host")
-    client = await make_device(http, alice, "client")
-    await pair_devices(http, alice, host, client)
-    return alice, host, client
 
 
 async def test_sigterm_after_relay_closes_sockets_and_keeps_every_log_row(
@@ -58,29 +37,30 @@ async def test_sigterm_after_relay_closes_sockets_and_keeps_every_log_row(
         SIMBRIDGE_LOG_BATCH_SIZE="1000", SIMBRIDGE_LOG_FLUSH_SECONDS=str(LOG_FLUSH_SECONDS)
     )
     async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
-        alice, host, client = await paired_devices(http)
-    host_ws = await open_socket(first, host)
-    client_ws = await open_socket(first, client)
-    sent = [f"req-{n}" for n in range(COMMANDS)]
-    for req_id in sent:
-        await client_ws.send(json.dumps({"type": "command", "cmd": "GET_SIMS", "req_id": req_id}))
-    received = [(await receive(host_ws))["req_id"] for _ in sent]
-    assert received == sent
+        pair = await make_pair(http, await make_account(http, "alice"))
+    async with socket(first, pair.host) as host_ws, socket(first, pair.client) as client_ws:
+        sent = [f"req-{n}" for n in range(COMMANDS)]
+        for req_id in sent:
+            await client_ws.send(json.dumps(get_sims_command(req_id)))
+        received = [(await receive(host_ws))["req_id"] for _ in sent]
+        assert received == sent
 
-    first.process.send_signal(signal.SIGTERM)
-    close_codes = await asyncio.gather(closed_with(host_ws), closed_with(client_ws))
+        first.process.send_signal(signal.SIGTERM)
+        await asyncio.gather(
+            assert_closed_with(host_ws, CLOSE_GOING_AWAY),
+            assert_closed_with(client_ws, CLOSE_GOING_AWAY),
+        )
     exit_code = await asyncio.wait_for(first.process.wait(), GRACEFUL_SECONDS)
 
-    assert close_codes == [CLOSE_GOING_AWAY, CLOSE_GOING_AWAY]
     assert exit_code == 0, first.log()
     second = await servers.start()
     async with httpx.AsyncClient(base_url=second.url, timeout=10) as http:
-        reply = await http.get(f"/history?device_id={host.id}&limit=500", headers=alice.headers)
-    assert reply.status_code == 200, reply.text
-    rows = reply.json()
+        rows = await history(http, pair.host.owner, pair.host, limit=500)
     assert len(rows) == COMMANDS
     assert {row["msg_type"] for row in rows} == {"command"}
-    assert {(row["from_device_id"], row["to_device_id"]) for row in rows} == {(client.id, host.id)}
+    assert {(row["from_device_id"], row["to_device_id"]) for row in rows} == {
+        (pair.client.id, pair.host.id)
+    }
     assert [row["payload"]["req_id"] for row in reversed(rows)] == sent  # newest first
 
 
@@ -90,20 +70,22 @@ async def test_restart_with_devices_online_reports_every_device_offline(
 ) -> None:
     first = await servers.start()
     async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
-        alice, host, client = await paired_devices(http)
-        host_ws = await open_socket(first, host)
-        client_ws = await open_socket(first, client)
-        before = (await http.get("/devices", headers=alice.headers)).json()
-    assert {(d["id"], d["is_online"]) for d in before} == {(host.id, True), (client.id, True)}
+        pair = await make_pair(http, await make_account(http, "alice"))
+        alice, host, client = pair.host.owner, pair.host, pair.client
+        async with socket(first, host) as host_ws, socket(first, client) as client_ws:
+            before = await list_devices(http, alice)
+            assert {(d["id"], d["is_online"]) for d in before} == {
+                (host.id, True),
+                (client.id, True),
+            }
 
-    await servers.stop(first, stop_signal)
-    await asyncio.gather(closed_with(host_ws), closed_with(client_ws))
+            await servers.stop(first, stop_signal)
+            closed = asyncio.gather(host_ws.wait_closed(), client_ws.wait_closed())
+            await asyncio.wait_for(closed, GRACEFUL_SECONDS)
     second = await servers.start()
     async with httpx.AsyncClient(base_url=second.url, timeout=10) as http:
-        reply = await http.get("/devices", headers=alice.headers)
+        after = await list_devices(http, alice)
 
-    assert reply.status_code == 200, reply.text
-    after = reply.json()
     assert {(d["id"], d["is_online"]) for d in after} == {(host.id, False), (client.id, False)}
     assert all(d["last_seen"] is not None for d in after)
 
@@ -116,28 +98,11 @@ async def test_restart_with_devices_online_reports_every_device_offline(
 async def test_serve_with_two_workers_on_memory_broker_refuses_to_start(
     tmp_path: Path, args: list[str], env: dict[str, str]
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "simbridge",
-        "serve",
-        "--port",
-        str(free_port()),
-        *args,
-        env=server_env(tmp_path, **env),
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    result = run_cli(
+        tmp_path, "serve", "--port", str(free_port()), *args, **server_env(tmp_path, **env)
     )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
-    message = stderr.decode()
-    assert process.returncode == 2, message
-    assert "SIMBRIDGE_WORKERS" in message
-    assert "one worker" in message
-    assert "Traceback" not in message
+    assert result.returncode == 2, result.stderr
+    assert "SIMBRIDGE_WORKERS" in result.stderr
+    assert "one worker" in result.stderr
+    assert "Traceback" not in result.stderr

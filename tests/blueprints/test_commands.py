@@ -3,7 +3,6 @@ host receives, who may send, field validation, and where the host's answer goes.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -14,8 +13,14 @@ from tests.helpers import (
     Account,
     LiveServer,
     Pair,
+    assert_error,
+    assert_marker_arrives_next,
+    assert_next_is_pong,
+    assert_rest_marker_arrives_next,
+    assert_validation_error,
+    eventually,
+    is_offline,
     make_device,
-    nothing_arrives,
     pair_devices,
     receive,
     send,
@@ -23,7 +28,7 @@ from tests.helpers import (
 )
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
-OFFLINE = {"detail": "Host device is offline"}
+OFFLINE = "Host device is offline"
 
 
 def sms(host_id: int, **changes: Any) -> dict[str, Any]:
@@ -43,22 +48,17 @@ def sent_req_id(reply: httpx.Response) -> str:
     return str(body["req_id"])
 
 
-def error_fields(reply: httpx.Response) -> set[str]:
-    body = reply.json()
-    assert isinstance(body["detail"], str) and body["detail"]
-    return {error["field"] for error in body["errors"]}
+COMMANDS = ["sms", "call", "sims"]
 
 
-async def host_goes_offline(http: httpx.AsyncClient, pair: Pair, timeout: float = 5.0) -> bool:
-    """Bounded poll of GET /devices until the host is offline."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        reply = await http.get("/devices", headers=pair.host.owner.headers)
-        row = next(row for row in reply.json() if row["id"] == pair.host.id)
-        if not row["is_online"]:
-            return True
-        await asyncio.sleep(0.02)
-    return False
+async def command_by_rest(
+    http: httpx.AsyncClient, caller: Account, command: str, host_id: int
+) -> httpx.Response:
+    """`caller`'s REST fallback for `command` (one of COMMANDS) aimed at `host_id`."""
+    if command == "sims":
+        return await http.get(f"/sims?host_device_id={host_id}", headers=caller.headers)
+    body = sms(host_id) if command == "sms" else call(host_id)
+    return await http.post(f"/{command}", json=body, headers=caller.headers)
 
 
 # --- delivery to an online host ---------------------------------------------------------------
@@ -78,7 +78,7 @@ async def test_send_sms_reaches_online_host(
             "body": "héllo ✓",
             "req_id": req_id,
         }
-        assert await nothing_arrives(host)
+        await assert_rest_marker_arrives_next(http, pair.host, host)  # and only once
 
 
 async def test_make_call_reaches_online_host(
@@ -155,28 +155,12 @@ async def test_send_sms_accepts_boundary_values(
 
 
 # --- refusals ---------------------------------------------------------------------------------
-async def test_send_sms_to_offline_host_returns_503(
-    server: LiveServer, http: httpx.AsyncClient, pair: Pair
+@pytest.mark.parametrize("command", COMMANDS)
+async def test_command_to_offline_host_returns_503(
+    server: LiveServer, http: httpx.AsyncClient, pair: Pair, command: str
 ) -> None:
-    reply = await http.post("/sms", json=sms(pair.host.id), headers=pair.host.owner.headers)
-    assert reply.status_code == 503
-    assert reply.json() == OFFLINE
-
-
-async def test_make_call_to_offline_host_returns_503(
-    server: LiveServer, http: httpx.AsyncClient, pair: Pair
-) -> None:
-    reply = await http.post("/call", json=call(pair.host.id), headers=pair.host.owner.headers)
-    assert reply.status_code == 503
-    assert reply.json() == OFFLINE
-
-
-async def test_get_sims_from_offline_host_returns_503(
-    server: LiveServer, http: httpx.AsyncClient, pair: Pair
-) -> None:
-    reply = await http.get(f"/sims?host_device_id={pair.host.id}", headers=pair.host.owner.headers)
-    assert reply.status_code == 503
-    assert reply.json() == OFFLINE
+    reply = await command_by_rest(http, pair.host.owner, command, pair.host.id)
+    assert_error(reply, 503, OFFLINE)
 
 
 async def test_send_sms_after_host_disconnects_returns_503(
@@ -185,67 +169,39 @@ async def test_send_sms_after_host_disconnects_returns_503(
     headers = pair.host.owner.headers
     async with socket(server, pair.host):
         sent_req_id(await http.post("/sms", json=sms(pair.host.id), headers=headers))
-    assert await host_goes_offline(http, pair)
+    assert await eventually(lambda: is_offline(http, pair.host))
     reply = await http.post("/sms", json=sms(pair.host.id), headers=headers)
-    assert reply.status_code == 503
-    assert reply.json() == OFFLINE
+    assert_error(reply, 503, OFFLINE)
 
 
 async def test_commands_to_client_device_return_403(
     server: LiveServer, http: httpx.AsyncClient, pair: Pair
 ) -> None:
-    headers = pair.client.owner.headers
-    async with socket(server, pair.client) as client:  # online, so only the type can refuse
-        replies = [
-            await http.post("/sms", json=sms(pair.client.id), headers=headers),
-            await http.post("/call", json=call(pair.client.id), headers=headers),
-            await http.get(f"/sims?host_device_id={pair.client.id}", headers=headers),
-        ]
-        assert [reply.status_code for reply in replies] == [403, 403, 403]
-        assert all(isinstance(reply.json()["detail"], str) for reply in replies)
-        assert await nothing_arrives(client)
+    async with (
+        socket(server, pair.client) as client,  # online, so only the type can refuse
+        socket(server, pair.host) as host,
+    ):
+        for command in COMMANDS:
+            assert_error(
+                await command_by_rest(http, pair.client.owner, command, pair.client.id), 403
+            )
+        await assert_marker_arrives_next(host, pair.client, client)
 
 
 async def test_commands_to_other_users_host_return_404(
     server: LiveServer, http: httpx.AsyncClient, bob: Account, pair: Pair
 ) -> None:
     async with socket(server, pair.host) as host:  # online, so only visibility can refuse
-        replies = [
-            await http.post("/sms", json=sms(pair.host.id), headers=bob.headers),
-            await http.post("/call", json=call(pair.host.id), headers=bob.headers),
-            await http.get(f"/sims?host_device_id={pair.host.id}", headers=bob.headers),
-        ]
-        assert [reply.status_code for reply in replies] == [404, 404, 404]
-        assert await nothing_arrives(host)
+        for command in COMMANDS:
+            assert_error(await command_by_rest(http, bob, command, pair.host.id), 404)
+        await assert_rest_marker_arrives_next(http, pair.host, host)
 
 
 async def test_commands_to_missing_device_return_404(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    missing = 999_999
-    replies = [
-        await http.post("/sms", json=sms(missing), headers=alice.headers),
-        await http.post("/call", json=call(missing), headers=alice.headers),
-        await http.get(f"/sims?host_device_id={missing}", headers=alice.headers),
-    ]
-    assert [reply.status_code for reply in replies] == [404, 404, 404]
-    assert all(isinstance(reply.json()["detail"], str) for reply in replies)
-
-
-async def test_commands_without_token_return_401(
-    server: LiveServer, http: httpx.AsyncClient, pair: Pair
-) -> None:
-    async with socket(server, pair.host) as host:
-        replies = [
-            await http.post("/sms", json=sms(pair.host.id)),
-            await http.post("/call", json=call(pair.host.id)),
-            await http.get(f"/sims?host_device_id={pair.host.id}"),
-            await http.post(
-                "/sms", json=sms(pair.host.id), headers={"Authorization": "Bearer not-a-jwt"}
-            ),
-        ]
-        assert [reply.status_code for reply in replies] == [401, 401, 401, 401]
-        assert await nothing_arrives(host)
+    for command in COMMANDS:
+        assert_error(await command_by_rest(http, alice, command, 999_999), 404)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -281,20 +237,22 @@ async def test_send_sms_with_bad_field_returns_422(
         reply = await http.post(
             "/sms", json=sms(pair.host.id, **changes), headers=pair.host.owner.headers
         )
-        assert reply.status_code == 422, reply.text
-        assert error_fields(reply) == {field}
-        assert await nothing_arrives(host, within=0.05)
+        assert assert_validation_error(reply, field) == {field}
+        await assert_rest_marker_arrives_next(http, pair.host, host)
 
 
-@pytest.mark.parametrize("missing", ["to_device_id", "sim", "to", "body"])
-async def test_send_sms_without_field_returns_422(
-    server: LiveServer, http: httpx.AsyncClient, pair: Pair, missing: str
+@pytest.mark.parametrize(
+    ("command", "missing"),
+    [("sms", field) for field in ("to_device_id", "sim", "to", "body")]
+    + [("call", field) for field in ("to_device_id", "sim", "to")],
+)
+async def test_command_without_field_returns_422(
+    server: LiveServer, http: httpx.AsyncClient, pair: Pair, command: str, missing: str
 ) -> None:
-    body = sms(pair.host.id)
+    body = sms(pair.host.id) if command == "sms" else call(pair.host.id)
     del body[missing]
-    reply = await http.post("/sms", json=body, headers=pair.host.owner.headers)
-    assert reply.status_code == 422, reply.text
-    assert error_fields(reply) == {missing}
+    reply = await http.post(f"/{command}", json=body, headers=pair.host.owner.headers)
+    assert assert_validation_error(reply, missing) == {missing}
 
 
 @pytest.mark.parametrize(
@@ -308,19 +266,7 @@ async def test_make_call_with_bad_field_returns_422(
     reply = await http.post(
         "/call", json=call(pair.host.id, **changes), headers=pair.host.owner.headers
     )
-    assert reply.status_code == 422, reply.text
-    assert error_fields(reply) == {field}
-
-
-@pytest.mark.parametrize("missing", ["to_device_id", "sim", "to"])
-async def test_make_call_without_field_returns_422(
-    server: LiveServer, http: httpx.AsyncClient, pair: Pair, missing: str
-) -> None:
-    body = call(pair.host.id)
-    del body[missing]
-    reply = await http.post("/call", json=body, headers=pair.host.owner.headers)
-    assert reply.status_code == 422, reply.text
-    assert error_fields(reply) == {missing}
+    assert assert_validation_error(reply, field) == {field}
 
 
 @pytest.mark.parametrize("query", ["", "?host_device_id=", "?host_device_id=abc"])
@@ -328,8 +274,7 @@ async def test_get_sims_with_bad_host_device_id_returns_422(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, query: str
 ) -> None:
     reply = await http.get(f"/sims{query}", headers=alice.headers)
-    assert reply.status_code == 422, reply.text
-    assert error_fields(reply) == {"host_device_id"}
+    assert assert_validation_error(reply, "host_device_id") == {"host_device_id"}
 
 
 # --- the host's answer ------------------------------------------------------------------------
@@ -353,7 +298,7 @@ async def test_answer_to_rest_command_fans_out_to_online_clients(
         await send(host, answer)
         assert await receive(first_ws) == answer
         assert await receive(second_ws) == answer
-        assert await nothing_arrives(host)  # delivered: no error back to the host
+        await assert_next_is_pong(host)  # delivered: no error back to the host
 
 
 async def test_rest_command_is_logged_without_sender(
@@ -378,6 +323,6 @@ async def test_refused_rest_command_is_not_sent(
 ) -> None:
     """A 503 means nothing was queued: a host that comes online later gets nothing."""
     reply = await http.post("/sms", json=sms(pair.host.id), headers=alice.headers)
-    assert reply.status_code == 503
+    assert_error(reply, 503, OFFLINE)
     async with socket(server, pair.host) as host:
-        assert await nothing_arrives(host)
+        await assert_rest_marker_arrives_next(http, pair.host, host)

@@ -4,39 +4,46 @@ replacement, keepalive, presence and the message log."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
 
-from simbridge.clock import ManualClock
 from simbridge.config import Settings
-from simbridge.security import create_token
-from tests.conftest import TEST_SECRET
 from tests.helpers import (
     RECV_TIMEOUT,
     Account,
     Device,
     LiveServer,
     Pair,
-    make_account,
+    assert_closed_with,
+    assert_error,
+    assert_marker_arrives_next,
+    assert_next_is_pong,
+    assert_rest_marker_arrives_next,
+    device_row,
+    dial,
+    eventually,
+    handshake,
+    history,
+    is_offline,
+    is_online,
     make_device,
-    nothing_arrives,
     pair_devices,
+    paired_world,
     receive,
     send,
     socket,
+    socket_url,
 )
 
-POLL_SECONDS = 5.0
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
+SIM_INFO = {"type": "event", "event": "SIM_INFO", "sims": []}
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -64,6 +71,19 @@ async def team(http: httpx.AsyncClient, alice: Account) -> HostWithTwoClients:
     return HostWithTwoClients(host, first, second)
 
 
+@asynccontextmanager
+async def team_sockets(
+    server: LiveServer, team: HostWithTwoClients
+) -> AsyncIterator[tuple[ClientConnection, ClientConnection, ClientConnection]]:
+    """The open sockets of the team's host, first and second client."""
+    async with (
+        socket(server, team.host) as host,
+        socket(server, team.first) as first,
+        socket(server, team.second) as second,
+    ):
+        yield host, first, second
+
+
 @pytest.fixture
 async def two_hosts(http: httpx.AsyncClient, alice: Account) -> ClientWithTwoHosts:
     other_host = await make_device(http, alice, "host", "other-host")
@@ -74,64 +94,16 @@ async def two_hosts(http: httpx.AsyncClient, alice: Account) -> ClientWithTwoHos
     return ClientWithTwoHosts(client, default_host, other_host)
 
 
-def socket_url(server: LiveServer, device: Device, token: str | None = None) -> str:
-    url = f"{server.ws_url}/ws/{device.type}/{device.id}"
-    return url if token is None else f"{url}?token={token}"
-
-
-async def refused_status(url: str, headers: dict[str, str] | None = None) -> int:
-    """The HTTP status that refused the handshake; fails the test if the socket opened."""
-    with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, additional_headers=headers, open_timeout=RECV_TIMEOUT):
-            pass
-    response = refused.value.response
-    assert "detail" in json.loads(response.body or b"{}"), response.body
-    return response.status_code
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = POLL_SECONDS) -> bool:
-    """Poll `check` until it is true or `timeout` seconds have passed."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if await check():
-            return True
-        if asyncio.get_running_loop().time() >= deadline:
-            return False
-        await asyncio.sleep(0.02)
-
-
-async def device_row(http: httpx.AsyncClient, owner: Account, device: Device) -> dict[str, Any]:
-    reply = await http.get("/devices", headers=owner.headers)
-    assert reply.status_code == 200, reply.text
-    return next(row for row in reply.json() if row["id"] == device.id)
-
-
-async def is_online(http: httpx.AsyncClient, device: Device) -> bool:
-    return bool((await device_row(http, device.owner, device))["is_online"])
-
-
-async def is_offline(http: httpx.AsyncClient, device: Device) -> bool:
-    return not await is_online(http, device)
-
-
-async def answers_ping(ws: ClientConnection) -> bool:
-    await send(ws, {"type": "ping"})
-    return await receive(ws) == {"type": "pong"}
-
-
-@asynccontextmanager
-async def server_with(settings: Settings, **changes: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """A server with changed settings, and an httpx client bound to it (`.live` is the server)."""
-    async with LiveServer.running(replace(settings, **changes)) as live:
-        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
-            http.live = live  # type: ignore[attr-defined]
-            yield http
+async def assert_refused(
+    server: LiveServer, device: Device, token: str, status: int, carrier: str = "query"
+) -> None:
+    """The handshake for `device` with `token` is refused with `status` and a JSON detail."""
+    assert_error((await handshake(server, device, token, carrier)).reply, status)
 
 
 # --- handshake --------------------------------------------------------------------------------
 async def test_connect_sends_greeting_with_device_id(server: LiveServer, pair: Pair) -> None:
-    url = socket_url(server, pair.host, pair.host.owner.token)
-    async with connect(url, open_timeout=RECV_TIMEOUT) as ws:
+    async with dial(server, pair.host, pair.host.owner.token) as ws:
         assert await receive(ws) == {"type": "connected", "device_id": pair.host.id}
 
 
@@ -141,58 +113,28 @@ async def test_connect_marks_device_online(
     assert await is_offline(http, pair.client)
     async with socket(server, pair.client):
         assert await is_online(http, pair.client)
-        assert (await device_row(http, pair.client.owner, pair.client))["last_seen"] is not None
+        assert (await device_row(http, pair.client))["last_seen"] is not None
 
 
 async def test_connect_accepts_bearer_header(server: LiveServer, pair: Pair) -> None:
-    headers = {"Authorization": f"Bearer {pair.client.owner.token}"}
-    async with connect(
-        socket_url(server, pair.client), additional_headers=headers, open_timeout=RECV_TIMEOUT
-    ) as ws:
+    async with dial(server, pair.client, pair.client.owner.token, "header") as ws:
         assert await receive(ws) == {"type": "connected", "device_id": pair.client.id}
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        "not-a-jwt",
-        create_token(1, "another-secret-that-is-long-enough-for-hs", ManualClock()(), 3600),
-        create_token(987654, TEST_SECRET, ManualClock()(), 3600),
-    ],
-    ids=["garbage", "forged-signature", "unknown-user"],
-)
-async def test_connect_refuses_bad_token_with_401(
-    server: LiveServer, pair: Pair, token: str
-) -> None:
-    assert await refused_status(socket_url(server, pair.host, token)) == 401
-
-
-async def test_connect_refuses_missing_token_with_401(server: LiveServer, pair: Pair) -> None:
-    assert await refused_status(socket_url(server, pair.host)) == 401
-
-
 async def test_connect_refuses_bad_bearer_header_with_401(server: LiveServer, pair: Pair) -> None:
-    headers = {"Authorization": "Bearer not-a-jwt"}
-    assert await refused_status(socket_url(server, pair.host), headers) == 401
-
-
-async def test_connect_refuses_expired_token_with_401(
-    server: LiveServer, settings: Settings, clock: ManualClock, pair: Pair
-) -> None:
-    clock.advance(settings.token_ttl_seconds + 1)
-    assert await refused_status(socket_url(server, pair.host, pair.host.owner.token)) == 401
+    await assert_refused(server, pair.host, "not-a-jwt", 401, "header")
 
 
 async def test_connect_refuses_unknown_device_with_404(server: LiveServer, pair: Pair) -> None:
     missing = Device(pair.host.id + 1000, "host", pair.host.owner)
-    assert await refused_status(socket_url(server, missing, missing.owner.token)) == 404
+    await assert_refused(server, missing, missing.owner.token, 404)
 
 
 async def test_connect_refuses_other_users_device_with_404(
     server: LiveServer, bob: Account, pair: Pair
 ) -> None:
-    assert await refused_status(socket_url(server, pair.host, bob.token)) == 404
-    assert await refused_status(socket_url(server, pair.client, bob.token)) == 404
+    await assert_refused(server, pair.host, bob.token, 404)
+    await assert_refused(server, pair.client, bob.token, 404)
 
 
 async def test_connect_refuses_device_on_other_type_path_with_403(
@@ -201,22 +143,22 @@ async def test_connect_refuses_device_on_other_type_path_with_403(
     token = pair.host.owner.token
     host_as_client = Device(pair.host.id, "client", pair.host.owner)
     client_as_host = Device(pair.client.id, "host", pair.client.owner)
-    assert await refused_status(socket_url(server, host_as_client, token)) == 403
-    assert await refused_status(socket_url(server, client_as_host, token)) == 403
+    await assert_refused(server, host_as_client, token, 403)
+    await assert_refused(server, client_as_host, token, 403)
 
 
 async def test_ping_gets_pong(server: LiveServer, pair: Pair) -> None:
     async with socket(server, pair.host) as host, socket(server, pair.client) as client:
-        assert await answers_ping(host)
-        assert await answers_ping(client)
+        await assert_next_is_pong(host)
+        await assert_next_is_pong(client)
 
 
 async def test_refused_handshake_leaves_live_socket_alone(
     server: LiveServer, http: httpx.AsyncClient, bob: Account, pair: Pair
 ) -> None:
     async with socket(server, pair.host) as host, socket(server, pair.client) as client:
-        assert await refused_status(socket_url(server, pair.host, bob.token)) == 404
-        assert await refused_status(socket_url(server, pair.host, "not-a-jwt")) == 401
+        await assert_refused(server, pair.host, bob.token, 404)
+        await assert_refused(server, pair.host, "not-a-jwt", 401)
         assert await is_online(http, pair.host)
         command = {"type": "command", "cmd": "GET_SIMS", "req_id": "still-mine"}
         await send(client, command)
@@ -235,8 +177,8 @@ async def test_command_without_target_goes_to_first_paired_host(
     ):
         await send(client, command)
         assert await receive(default_host) == command
-        assert await nothing_arrives(other_host)
-        assert await nothing_arrives(client)
+        await assert_next_is_pong(client)
+        await assert_marker_arrives_next(client, two_hosts.other_host, other_host)
 
 
 async def test_command_with_target_goes_to_that_host(
@@ -255,12 +197,13 @@ async def test_command_with_target_goes_to_that_host(
     ):
         await send(client, command)
         assert await receive(other_host) == command
-        assert await nothing_arrives(default_host)
+        await assert_marker_arrives_next(client, two_hosts.default_host, default_host)
 
 
 async def test_command_to_unpaired_host_is_refused(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, pair: Pair
 ) -> None:
+    """Neither the host named nor the client's own host gets it."""
     stranger = await make_device(http, alice, "host", "unpaired-host")
     async with (
         socket(server, pair.host) as host,
@@ -269,8 +212,8 @@ async def test_command_to_unpaired_host_is_refused(
     ):
         await send(client, {"type": "command", "cmd": "GET_SIMS", "to_device_id": stranger.id})
         assert await receive(client) == {"error": "not paired", "target_device_id": stranger.id}
-        assert await nothing_arrives(unpaired)
-        assert await nothing_arrives(host)
+        await assert_rest_marker_arrives_next(http, stranger, unpaired)
+        await assert_marker_arrives_next(client, pair.host, host)
 
 
 async def test_command_to_other_users_host_is_refused(
@@ -280,7 +223,7 @@ async def test_command_to_other_users_host_is_refused(
     async with socket(server, bobs_host) as other, socket(server, pair.client) as client:
         await send(client, {"type": "command", "cmd": "GET_SIMS", "to_device_id": bobs_host.id})
         assert await receive(client) == {"error": "not paired", "target_device_id": bobs_host.id}
-        assert await nothing_arrives(other)
+        await assert_rest_marker_arrives_next(http, bobs_host, other)
 
 
 async def test_command_from_unpaired_client_gets_no_paired_host(
@@ -333,24 +276,45 @@ async def test_command_from_host_gets_no_paired_host(server: LiveServer, pair: P
     async with socket(server, pair.host) as host, socket(server, pair.client) as client:
         await send(host, {"type": "command", "cmd": "GET_SIMS", "req_id": "r1"})
         assert await receive(host) == {"error": "no paired host"}
-        assert await nothing_arrives(client)
+        await assert_marker_arrives_next(host, pair.client, client)
 
 
 # --- event routing ----------------------------------------------------------------------------
 async def test_event_answering_req_id_goes_back_to_asking_client(
     server: LiveServer, team: HostWithTwoClients
 ) -> None:
-    async with (
-        socket(server, team.host) as host,
-        socket(server, team.first) as first,
-        socket(server, team.second) as second,
-    ):
+    async with team_sockets(server, team) as (host, first, second):
         await send(second, {"type": "command", "cmd": "GET_SIMS", "req_id": "ask-2"})
         assert (await receive(host))["req_id"] == "ask-2"
         answer = {"type": "event", "event": "SIM_INFO", "sims": [{"slot": 1}], "req_id": "ask-2"}
         await send(host, answer)
         assert await receive(second) == answer
-        assert await nothing_arrives(first)
+        await assert_marker_arrives_next(host, team.first, first)
+
+
+async def test_answer_to_req_id_asked_by_two_clients_reaches_both(
+    server: LiveServer, team: HostWithTwoClients
+) -> None:
+    async with team_sockets(server, team) as (host, first, second):
+        for client in (first, second):
+            await send(client, {"type": "command", "cmd": "GET_SIMS", "req_id": "1"})
+            await receive(host)
+        await send(host, {**SIM_INFO, "req_id": "1"})
+        assert await receive(first) == {**SIM_INFO, "req_id": "1"}
+        assert await receive(second) == {**SIM_INFO, "req_id": "1"}
+
+
+async def test_answer_to_overlong_req_id_is_fanned_out(
+    server: LiveServer, team: HostWithTwoClients
+) -> None:
+    """A req_id too long to remember is not correlated: its answer goes to every client."""
+    long_id = "r" * 200
+    async with team_sockets(server, team) as (host, asker, other):
+        await send(asker, {"type": "command", "cmd": "GET_SIMS", "req_id": long_id})
+        await receive(host)
+        await send(host, {**SIM_INFO, "req_id": long_id})
+        assert await receive(other) == {**SIM_INFO, "req_id": long_id}
+        assert await receive(asker) == {**SIM_INFO, "req_id": long_id}
 
 
 @pytest.mark.parametrize(
@@ -364,15 +328,11 @@ async def test_event_answering_req_id_goes_back_to_asking_client(
 async def test_unsolicited_event_fans_out_to_online_clients(
     server: LiveServer, team: HostWithTwoClients, event: dict[str, Any]
 ) -> None:
-    async with (
-        socket(server, team.host) as host,
-        socket(server, team.first) as first,
-        socket(server, team.second) as second,
-    ):
+    async with team_sockets(server, team) as (host, first, second):
         await send(host, event)
         assert await receive(first) == event
         assert await receive(second) == event
-        assert await nothing_arrives(host)
+        await assert_next_is_pong(host)  # delivered: no error for the host
 
 
 async def test_unsolicited_event_skips_offline_clients(
@@ -382,31 +342,23 @@ async def test_unsolicited_event_skips_offline_clients(
     async with socket(server, team.host) as host, socket(server, team.second) as second:
         await send(host, event)
         assert await receive(second) == event
-        assert await nothing_arrives(host)  # delivered to someone: no error for the host
+        await assert_next_is_pong(host)  # delivered to someone: no error for the host
 
 
 async def test_event_with_target_goes_to_that_client(
     server: LiveServer, team: HostWithTwoClients
 ) -> None:
     event = {"type": "event", "event": "SIM_INFO", "to_device_id": team.first.id, "sims": []}
-    async with (
-        socket(server, team.host) as host,
-        socket(server, team.first) as first,
-        socket(server, team.second) as second,
-    ):
+    async with team_sockets(server, team) as (host, first, second):
         await send(host, event)
         assert await receive(first) == event
-        assert await nothing_arrives(second)
+        await assert_marker_arrives_next(host, team.second, second)
 
 
 async def test_event_with_target_overrides_req_id_correlation(
     server: LiveServer, team: HostWithTwoClients
 ) -> None:
-    async with (
-        socket(server, team.host) as host,
-        socket(server, team.first) as first,
-        socket(server, team.second) as second,
-    ):
+    async with team_sockets(server, team) as (host, first, second):
         await send(second, {"type": "command", "cmd": "GET_SIMS", "req_id": "ask-2"})
         await receive(host)
         event = {
@@ -417,7 +369,7 @@ async def test_event_with_target_overrides_req_id_correlation(
         }
         await send(host, event)
         assert await receive(first) == event
-        assert await nothing_arrives(second)
+        await assert_marker_arrives_next(host, team.second, second)
 
 
 async def test_event_answering_offline_asker_gets_target_offline(
@@ -435,7 +387,8 @@ async def test_event_answering_offline_asker_gets_target_offline(
             "target_device_id": team.first.id,
             "req_id": "ask-1",
         }
-        assert await nothing_arrives(second)  # an answer is not broadcast to other clients
+        # an answer is not broadcast to other clients
+        await assert_marker_arrives_next(host, team.second, second)
 
 
 async def test_event_to_unpaired_client_is_refused(
@@ -449,8 +402,10 @@ async def test_event_to_unpaired_client_is_refused(
     ):
         await send(host, {"type": "event", "event": "SIM_INFO", "to_device_id": stranger.id})
         assert await receive(host) == {"error": "not paired", "target_device_id": stranger.id}
-        assert await nothing_arrives(unpaired)
-        assert await nothing_arrives(client)
+        await assert_marker_arrives_next(host, pair.client, client)
+        # The stranger has no host to send it a marker until it is paired with this one.
+        await pair_devices(http, alice, pair.host, stranger)
+        await assert_marker_arrives_next(host, stranger, unpaired)
 
 
 async def test_event_to_offline_paired_client_gets_target_offline(
@@ -500,7 +455,7 @@ async def test_invalid_frame_gets_invalid_json_and_socket_stays_open(
     async with socket(server, pair.client) as client:
         await client.send(frame)
         assert await receive(client) == {"error": "invalid JSON"}
-        assert await answers_ping(client)
+        await assert_next_is_pong(client)
 
 
 @pytest.mark.parametrize(
@@ -514,8 +469,8 @@ async def test_unknown_type_gets_unknown_message_type_and_socket_stays_open(
     async with socket(server, pair.host) as host, socket(server, pair.client) as client:
         await send(client, frame)
         assert await receive(client) == {"error": "unknown message type"}
-        assert await nothing_arrives(host)
-        assert await answers_ping(client)
+        await assert_next_is_pong(client)
+        await assert_marker_arrives_next(client, pair.host, host)
 
 
 async def test_errors_leave_routing_working(server: LiveServer, pair: Pair) -> None:
@@ -530,50 +485,38 @@ async def test_errors_leave_routing_working(server: LiveServer, pair: Pair) -> N
 
 # --- size limit -------------------------------------------------------------------------------
 async def test_oversized_message_closes_socket_with_1009(settings: Settings) -> None:
-    async with server_with(settings, max_message_bytes=1024) as http:
-        live: LiveServer = http.live  # type: ignore[attr-defined]
-        alice = await make_account(http, "alice")
-        host = await make_device(http, alice, "host")
-        sender = await make_device(http, alice, "client", "sender")
-        bystander = await make_device(http, alice, "client", "bystander")
-        await pair_devices(http, alice, host, sender)
-        await pair_devices(http, alice, host, bystander)
+    async with paired_world(settings, max_message_bytes=1024) as world:
+        host, sender = world.pair.host, world.pair.client
+        bystander = await make_device(world.http, host.owner, "client", "bystander")
+        await pair_devices(world.http, host.owner, host, bystander)
         async with (
-            socket(live, host) as host_ws,
-            socket(live, sender) as sender_ws,
-            socket(live, bystander) as bystander_ws,
+            socket(world.live, host) as host_ws,
+            socket(world.live, sender) as sender_ws,
+            socket(world.live, bystander) as bystander_ws,
         ):
             fits = {"type": "command", "cmd": "X", "req_id": "fits", "pad": "a" * 900}
             await send(sender_ws, fits)
             assert await receive(host_ws) == fits
 
             await send(sender_ws, {"type": "command", "cmd": "X", "pad": "a" * 2000})
-            await asyncio.wait_for(sender_ws.wait_closed(), RECV_TIMEOUT)
-            assert sender_ws.close_code == 1009
-            assert await nothing_arrives(host_ws)
+            await assert_closed_with(sender_ws, 1009)
 
-            # everyone else carries on
-            assert await answers_ping(host_ws)
-            command = {"type": "command", "cmd": "GET_SIMS", "req_id": "still-here"}
-            await send(bystander_ws, command)
-            assert await receive(host_ws) == command
-            assert await eventually(lambda: is_offline(http, sender))
+            # everyone else carries on, and the oversized frame never reached the host
+            await assert_next_is_pong(host_ws)
+            await assert_marker_arrives_next(bystander_ws, host, host_ws)
+            assert await eventually(lambda: is_offline(world.http, sender))
 
 
 # --- slow consumers ---------------------------------------------------------------------------
 async def test_stalled_client_does_not_stall_other_clients(settings: Settings) -> None:
-    async with server_with(settings, send_timeout_seconds=0.3) as http:
-        live: LiveServer = http.live  # type: ignore[attr-defined]
-        alice = await make_account(http, "alice")
-        host = await make_device(http, alice, "host")
-        stalled = await make_device(http, alice, "client", "stalled")
-        healthy = await make_device(http, alice, "client", "healthy")
-        await pair_devices(http, alice, host, stalled)  # first in the fan-out order
-        await pair_devices(http, alice, host, healthy)
+    async with paired_world(settings, send_timeout_seconds=0.3) as world:
+        host, stalled = world.pair.host, world.pair.client  # stalled: first in the fan-out order
+        healthy = await make_device(world.http, host.owner, "client", "healthy")
+        await pair_devices(world.http, host.owner, host, healthy)
         async with (
-            socket(live, host) as host_ws,
-            socket(live, stalled) as stalled_ws,
-            socket(live, healthy) as healthy_ws,
+            socket(world.live, host) as host_ws,
+            socket(world.live, stalled) as stalled_ws,
+            socket(world.live, healthy) as healthy_ws,
         ):
             stalled_ws.transport.pause_reading()
             padding = "p" * 60_000
@@ -581,11 +524,11 @@ async def test_stalled_client_does_not_stall_other_clients(settings: Settings) -
                 event = {"type": "event", "event": "BULK", "n": number, "pad": padding}
                 await send(host_ws, event)
                 assert await receive(healthy_ws) == event
-                if await is_offline(http, stalled):
+                if await is_offline(world.http, stalled):
                     break
             else:
                 pytest.fail("the stalled client was never dropped")
-            assert await answers_ping(host_ws)
+            await assert_next_is_pong(host_ws)
             stalled_ws.transport.resume_reading()
 
 
@@ -595,16 +538,14 @@ async def test_second_connection_replaces_first_with_4000(
 ) -> None:
     async with socket(server, pair.client) as client, socket(server, pair.host) as old_host:
         async with socket(server, pair.host) as new_host:
-            await asyncio.wait_for(old_host.wait_closed(), RECV_TIMEOUT)
-            assert old_host.close_code == 4000
-            assert old_host.close_reason == "replaced"
+            await assert_closed_with(old_host, 4000, "replaced")
 
             # the old socket's end must not take the device offline
             assert await is_online(http, pair.host)
             command = {"type": "command", "cmd": "GET_SIMS", "req_id": "to-new"}
             await send(client, command)
             assert await receive(new_host) == command
-            assert await answers_ping(new_host)
+            await assert_next_is_pong(new_host)
 
 
 async def test_replaced_connection_does_not_receive_messages(
@@ -612,11 +553,10 @@ async def test_replaced_connection_does_not_receive_messages(
 ) -> None:
     async with socket(server, pair.host) as host, socket(server, pair.client) as old_client:
         async with socket(server, pair.client) as new_client:
-            await asyncio.wait_for(old_client.wait_closed(), RECV_TIMEOUT)
+            await assert_closed_with(old_client, 4000)
             event = {"type": "event", "event": "SMS_RECEIVED", "body": "for the new one"}
             await send(host, event)
             assert await receive(new_client) == event
-            assert old_client.close_code == 4000
 
 
 # --- presence ---------------------------------------------------------------------------------
@@ -626,7 +566,7 @@ async def test_clean_close_marks_device_offline(
     async with socket(server, pair.host):
         assert await is_online(http, pair.host)
     assert await eventually(lambda: is_offline(http, pair.host))
-    assert (await device_row(http, pair.host.owner, pair.host))["last_seen"] is not None
+    assert (await device_row(http, pair.host))["last_seen"] is not None
 
 
 async def test_clean_close_makes_commands_target_offline(
@@ -645,26 +585,22 @@ async def test_clean_close_makes_commands_target_offline(
 
 
 async def test_keepalive_drops_peer_that_stops_answering(settings: Settings) -> None:
-    async with server_with(settings, ws_ping_interval=0.2, ws_ping_timeout=0.2) as http:
-        live: LiveServer = http.live  # type: ignore[attr-defined]
-        alice = await make_account(http, "alice")
-        host = await make_device(http, alice, "host")
-        client = await make_device(http, alice, "client")
-        await pair_devices(http, alice, host, client)
-        url = socket_url(live, host, alice.token)
-        async with socket(live, client) as healthy:
+    async with paired_world(settings, ws_ping_interval=0.2, ws_ping_timeout=0.2) as world:
+        host, client = world.pair.host, world.pair.client
+        url = socket_url(world.live, host, host.owner.token)
+        async with socket(world.live, client) as healthy:
             async with connect(url, ping_interval=None, close_timeout=0.5) as silent:
                 assert await receive(silent) == {"type": "connected", "device_id": host.id}
-                assert await is_online(http, host)
+                assert await is_online(world.http, host)
                 silent.transport.pause_reading()  # no more pongs from here on
 
-                assert await eventually(lambda: is_offline(http, host))
+                assert await eventually(lambda: is_offline(world.http, host))
                 silent.transport.resume_reading()
                 await asyncio.wait_for(silent.wait_closed(), RECV_TIMEOUT)
 
             # a peer that keeps answering protocol pings is left alone
-            assert await is_online(http, client)
-            assert await answers_ping(healthy)
+            assert await is_online(world.http, client)
+            await assert_next_is_pong(healthy)
 
 
 # --- message log ------------------------------------------------------------------------------
@@ -677,14 +613,11 @@ async def test_relayed_messages_appear_in_history(
         event = {"type": "event", "event": "SMS_SENT", "req_id": command["req_id"], "ok": True}
         await send(host, event)
         assert await receive(client) == event
-        await send(client, {"type": "ping"})  # not relayed: not logged
-        assert await receive(client) == {"type": "pong"}
+        await assert_next_is_pong(client)  # not relayed: not logged
 
-    reply = await http.get(f"/history?device_id={pair.host.id}", headers=pair.host.owner.headers)
-    assert reply.status_code == 200, reply.text
     rows = [
         (row["from_device_id"], row["to_device_id"], row["msg_type"], row["payload"])
-        for row in reply.json()
+        for row in await history(http, pair.host.owner, pair.host)
     ]
     assert rows == [
         (pair.host.id, pair.client.id, "event", event),  # newest first
@@ -696,21 +629,14 @@ async def test_fanned_out_event_is_in_each_recipients_history(
     server: LiveServer, http: httpx.AsyncClient, team: HostWithTwoClients
 ) -> None:
     event = {"type": "event", "event": "SMS_RECEIVED", "body": "to all"}
-    async with (
-        socket(server, team.host) as host,
-        socket(server, team.first) as first,
-        socket(server, team.second) as second,
-    ):
+    async with team_sockets(server, team) as (host, first, second):
         await send(host, event)
         assert await receive(first) == event
         assert await receive(second) == event
 
     for recipient in (team.first, team.second):
-        url = f"/history?device_id={recipient.id}"
-        reply = await http.get(url, headers=recipient.owner.headers)
-        assert reply.status_code == 200, reply.text
         rows = [
             (row["from_device_id"], row["to_device_id"], row["msg_type"], row["payload"])
-            for row in reply.json()
+            for row in await history(http, recipient.owner, recipient)
         ]
         assert rows == [(team.host.id, recipient.id, "event", event)]

@@ -17,102 +17,49 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-from websockets.typing import Origin, Subprotocol
 
 from simbridge.config import Settings
-from tests.helpers import RECV_TIMEOUT, Account, Device, LiveServer, make_account, receive, send
+from tests.helpers import (
+    RECV_TIMEOUT,
+    Account,
+    Device,
+    LiveServer,
+    Server,
+    assert_error,
+    dial,
+    handshake,
+    is_online,
+    make_account,
+    make_device_with_token,
+    receive,
+    send,
+    serving,
+)
 from tests.processes import Servers
 
 EVIL = "https://evil.example"
 APP = "https://app.example"
 
 
-# --- WebSocket handshakes -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Handshake:
-    """The outcome of one handshake: 101 (greeted by the server) or the refusing status."""
-
-    status: int
-    body: bytes = b""
-
-
-async def open_socket(
-    ws_url: str,
-    device: Device,
-    token: str | None = None,
-    *,
-    origin: str | None = None,
-    subprotocols: list[str] | None = None,
-    query_token: bool = True,
-) -> Handshake:
-    """Try to open `device`'s socket; an accepted one must greet, then is closed."""
-    url = f"{ws_url}/ws/{device.type}/{device.id}"
-    if token is not None and query_token:
-        url += f"?token={token}"
-    try:
-        async with connect(
-            url,
-            origin=Origin(origin) if origin is not None else None,
-            subprotocols=[Subprotocol(p) for p in subprotocols] if subprotocols else None,
-            open_timeout=RECV_TIMEOUT,
-            close_timeout=2,
-        ) as ws:
-            assert await receive(ws) == {"type": "connected", "device_id": device.id}
-            await send(ws, {"type": "ping"})
-            assert await receive(ws) == {"type": "pong"}
-            return Handshake(101)
-    except InvalidStatus as refused:
-        return Handshake(refused.response.status_code, refused.response.body or b"")
-
-
-async def add_device(http: httpx.AsyncClient, owner: Account, kind: str) -> tuple[Device, str]:
-    reply = await http.post(
-        "/devices", json={"name": f"{owner.username}-{kind}", "type": kind}, headers=owner.headers
-    )
-    assert reply.status_code == 200, reply.text
-    return Device(reply.json()["id"], kind, owner), reply.json()["device_token"]
-
-
-async def is_online(http: httpx.AsyncClient, device: Device) -> bool:
-    reply = await http.get("/devices", headers=device.owner.headers)
-    return any(d["id"] == device.id and d["is_online"] for d in reply.json())
-
-
-@asynccontextmanager
-async def variant(settings: Settings, **changes: Any) -> AsyncIterator[LiveServer]:
-    async with LiveServer.running(dataclasses.replace(settings, **changes)) as live:
-        yield live
-
-
 # --- Origin ---------------------------------------------------------------------------------------
 async def test_open_socket_from_foreign_origin_returns_403(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, device_token = await add_device(http, alice, "host")
+    host, device_token = await make_device_with_token(http, alice, "host")
 
-    with_user_token = await open_socket(server.ws_url, host, alice.token, origin=EVIL)
-    with_device_token = await open_socket(server.ws_url, host, device_token, origin=EVIL)
-    with_subprotocol = await open_socket(
-        server.ws_url,
-        host,
-        alice.token,
-        origin=EVIL,
-        subprotocols=["simbridge", f"bearer.{alice.token}"],
-        query_token=False,
-    )
+    with_user_token = await handshake(server, host, alice.token, origin=EVIL)
+    with_device_token = await handshake(server, host, device_token, origin=EVIL)
+    with_subprotocol = await handshake(server, host, alice.token, "subprotocol", origin=EVIL)
 
     for refused in (with_user_token, with_device_token, with_subprotocol):
-        assert refused.status == 403, refused
-        assert b'"detail"' in refused.body
+        assert_error(refused.reply, 403)
     assert not await is_online(http, host)
 
 
@@ -120,10 +67,10 @@ async def test_open_socket_without_origin_succeeds(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
     """Phone apps send no Origin: by default they are all that may connect."""
-    host, device_token = await add_device(http, alice, "host")
+    host, device_token = await make_device_with_token(http, alice, "host")
 
-    assert await open_socket(server.ws_url, host, alice.token) == Handshake(101)
-    assert await open_socket(server.ws_url, host, device_token) == Handshake(101)
+    assert (await handshake(server, host, alice.token)).status == 101
+    assert (await handshake(server, host, device_token)).status == 101
 
 
 @pytest.mark.parametrize(
@@ -143,17 +90,13 @@ async def test_open_socket_without_origin_succeeds(
 async def test_open_socket_from_unlisted_origin_returns_403_when_allowlist_set(
     settings: Settings, origin: str
 ) -> None:
-    async with (
-        variant(settings, allowed_origins=f"{APP}, https://other.example") as live,
-        httpx.AsyncClient(base_url=live.url, timeout=10) as http,
-    ):
-        alice = await make_account(http, "alice")
-        host, _ = await add_device(http, alice, "host")
+    async with serving(settings, allowed_origins=f"{APP}, https://other.example") as served:
+        alice = await make_account(served.http, "alice")
+        host, _ = await make_device_with_token(served.http, alice, "host")
 
-        assert await open_socket(live.ws_url, host, alice.token, origin=APP) == Handshake(101)
-        refused = await open_socket(live.ws_url, host, alice.token, origin=origin)
-        assert refused.status == 403, refused
-        assert await open_socket(live.ws_url, host, alice.token) == Handshake(101)
+        assert (await handshake(served.live, host, alice.token, origin=APP)).status == 101
+        assert (await handshake(served.live, host, alice.token, origin=origin)).status == 403
+        assert (await handshake(served.live, host, alice.token)).status == 101
 
 
 # --- CORS -----------------------------------------------------------------------------------------
@@ -192,10 +135,8 @@ async def test_request_from_foreign_origin_gets_no_cors_grant_by_default(
 async def test_request_from_configured_cors_origin_gets_exactly_that_origin(
     settings: Settings,
 ) -> None:
-    async with (
-        variant(settings, cors_origins=APP) as live,
-        httpx.AsyncClient(base_url=live.url, timeout=10) as http,
-    ):
+    async with serving(settings, cors_origins=APP) as served:
+        http = served.http
         alice = await make_account(http, "alice")
 
         app_preflight = await http.options("/devices", headers=preflight_headers(APP))
@@ -224,7 +165,7 @@ SECURITY_HEADERS = {
 Call = Callable[[httpx.AsyncClient, Account], Awaitable[httpx.Response]]
 
 
-async def list_devices(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
+async def get_devices(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
     return await http.get("/devices", headers=alice.headers)
 
 
@@ -279,12 +220,12 @@ async def wrong_method(http: httpx.AsyncClient, alice: Account) -> httpx.Respons
 
 
 async def host_offline(http: httpx.AsyncClient, alice: Account) -> httpx.Response:
-    host, _ = await add_device(http, alice, "host")
+    host, _ = await make_device_with_token(http, alice, "host")
     return await http.get("/sims", params={"host_device_id": host.id}, headers=alice.headers)
 
 
 REPLIES: list[tuple[Call, int]] = [
-    (list_devices, 200),
+    (get_devices, 200),
     (log_in, 200),
     (read_openapi, 200),
     (wrong_password, 401),
@@ -417,24 +358,12 @@ def every_log_record(caplog: pytest.LogCaptureFixture) -> Iterator[Recorder]:
             logger.removeHandler(recorder)
 
 
-async def handshake_status(ws_url: str, path: str, **options: Any) -> int:
-    """101 if the socket opens (and greets), else the refusing HTTP status."""
-    try:
-        async with connect(
-            f"{ws_url}{path}", open_timeout=RECV_TIMEOUT, close_timeout=2, **options
-        ) as ws:
-            assert (await receive(ws))["type"] == "connected"
-            return 101
-    except InvalidStatus as refused:
-        return refused.response.status_code
-
-
 @dataclass
 class Traffic:
     """One client session against a server: every REST call states the status it expects."""
 
     http: httpx.AsyncClient
-    ws_url: str
+    server: Server
     secrets: Secrets
 
     async def call(
@@ -451,18 +380,21 @@ class Traffic:
         assert reply.status_code == status, f"{method} {path}: {reply.status_code} {reply.text}"
         return reply.json() if reply.content else None
 
-    async def socket(self, status: int, path: str, **options: Any) -> None:
-        assert await handshake_status(self.ws_url, path, **options) == status, path
+    async def socket(
+        self, status: int, device: Device, token: str, carrier: str = "query", **options: Any
+    ) -> None:
+        reply = await handshake(self.server, device, token, carrier, **options)
+        assert reply.status == status, (device, carrier, options)
 
 
-async def exercise_everything(base_url: str, ws_url: str, max_body_bytes: int) -> Secrets:
+async def exercise_everything(server: Server, max_body_bytes: int) -> Secrets:
     """Register, log in, use every credential on success and refusal paths, pair with a wrong
     and a right code, make errors, change the password. Returns what must never be logged."""
     secrets = Secrets()
     secrets.add("password", PASSWORD)
     secrets.add("new password", NEW_PASSWORD)
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-        t = Traffic(http, ws_url, secrets)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        t = Traffic(http, server, secrets)
 
         # accounts
         alice = {"username": "alice", "password": PASSWORD}
@@ -470,10 +402,12 @@ async def exercise_everything(base_url: str, ws_url: str, max_body_bytes: int) -
         await t.call(200, "POST", "/auth/register", {"username": "mallory", "password": "m-pw-1"})
         await t.call(401, "POST", "/auth/login", {**alice, "password": PASSWORD + "x"})
         await t.call(401, "POST", "/auth/login", {**alice, "username": "nobody"})
-        token = (await t.call(200, "POST", "/auth/login", alice))["token"]
+        logged_in = await t.call(200, "POST", "/auth/login", alice)
+        token = logged_in["token"]
         secrets.add_jwt("jwt", token)
         mallory_login = {"username": "mallory", "password": "m-pw-1"}
         mallory = (await t.call(200, "POST", "/auth/login", mallory_login))["token"]
+        owner = Account("alice", PASSWORD, logged_in["user_id"], token)
 
         # devices, with their device tokens
         added = await t.call(200, "POST", "/devices", {"name": "phone", "type": "host"}, token)
@@ -484,21 +418,21 @@ async def exercise_everything(base_url: str, ws_url: str, max_body_bytes: int) -
         secrets.add("client device token", client_token)
         other = await t.call(200, "POST", "/devices", {"name": "m", "type": "host"}, mallory)
         await t.call(200, "GET", "/devices", token=token)
+        host_device, client_device = Device(host, "host", owner), Device(client, "client", owner)
 
         # sockets: each way of carrying a credential, accepted, then refused
-        bearer = {"Authorization": f"Bearer {token}"}
-        await t.socket(101, f"/ws/host/{host}?token={token}")
-        await t.socket(101, f"/ws/client/{client}?token={client_token}")
-        await t.socket(101, f"/ws/host/{host}", additional_headers=bearer)
-        await t.socket(101, f"/ws/host/{host}", subprotocols=["simbridge", f"bearer.{token}"])
-        await t.socket(401, f"/ws/host/{host}?token={token}x")
-        await t.socket(401, f"/ws/host/{host}?token={token[:-4]}")
-        await t.socket(401, f"/ws/host/{host}", subprotocols=["simbridge", f"bearer.{token}x"])
-        await t.socket(404, f"/ws/host/{other['id']}?token={token}")
-        await t.socket(403, f"/ws/client/{host}?token={token}")
-        await t.socket(403, f"/ws/host/{client}?token={client_token}")
-        await t.socket(401, f"/ws/host/{host}?token={client_token}")
-        await t.socket(403, f"/ws/host/{host}?token={host_token}", origin=Origin(EVIL))
+        await t.socket(101, host_device, token)
+        await t.socket(101, client_device, client_token)
+        await t.socket(101, host_device, token, "header")
+        await t.socket(101, host_device, token, "subprotocol")
+        await t.socket(401, host_device, f"{token}x")
+        await t.socket(401, host_device, token[:-4])
+        await t.socket(401, host_device, f"{token}x", "subprotocol")
+        await t.socket(404, Device(other["id"], "host", owner), token)  # mallory's host
+        await t.socket(403, Device(host, "client", owner), token)  # on the other type's path
+        await t.socket(403, Device(client, "host", owner), client_token)
+        await t.socket(401, host_device, client_token)
+        await t.socket(403, host_device, host_token, origin=EVIL)
 
         # pairing: a wrong code, someone else spending the right one, then alice
         code = (await t.call(200, "POST", "/pair", params={"host_device_id": host}, token=token))[
@@ -521,8 +455,8 @@ async def exercise_everything(base_url: str, ws_url: str, max_body_bytes: int) -
 
         # a relayed command over device-token sockets, then a rotation that closes the host's
         async with (
-            connect(f"{ws_url}/ws/host/{host}?token={host_token}") as host_ws,
-            connect(f"{ws_url}/ws/client/{client}?token={client_token}") as client_ws,
+            dial(server, host_device, host_token) as host_ws,
+            dial(server, client_device, client_token) as client_ws,
         ):
             assert (await receive(host_ws))["type"] == "connected"
             assert (await receive(client_ws))["type"] == "connected"
@@ -535,8 +469,8 @@ async def exercise_everything(base_url: str, ws_url: str, max_body_bytes: int) -
             ]
             secrets.add("rotated host device token", rotated)
             await asyncio.wait_for(host_ws.wait_closed(), RECV_TIMEOUT)
-        await t.socket(101, f"/ws/host/{host}?token={rotated}")
-        await t.socket(401, f"/ws/host/{host}?token={host_token}")
+        await t.socket(101, host_device, rotated)
+        await t.socket(401, host_device, host_token)
 
         # errors, some with a credential in the query string or in a broken body
         broken = b'{"name": "' + PASSWORD.encode()
@@ -556,7 +490,7 @@ async def exercise_everything(base_url: str, ws_url: str, max_body_bytes: int) -
             "new jwt", (await t.call(200, "POST", "/auth/password", change, token))["token"]
         )
         await t.call(401, "GET", "/devices", token=token)
-        await t.socket(401, f"/ws/host/{host}?token={token}")
+        await t.socket(401, host_device, token)
         again = await t.call(200, "POST", "/auth/login", {**alice, "password": NEW_PASSWORD})
         secrets.add_jwt("jwt after login", again["token"])
     return secrets
@@ -575,9 +509,9 @@ async def logged_traffic(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> tuple[list[logging.LogRecord], Secrets]:
     """Every server-side log record of `exercise_everything`, and the secrets it used."""
-    async with variant(settings, access_log=True, log_level="DEBUG") as live:
+    async with serving(settings, access_log=True, log_level="DEBUG") as served:
         with every_log_record(caplog) as recorder:
-            secrets = await exercise_everything(live.url, live.ws_url, settings.max_body_bytes)
+            secrets = await exercise_everything(served.live, settings.max_body_bytes)
             records = recorder.server_records()
     return records, secrets
 
@@ -619,20 +553,15 @@ async def test_serve_traffic_logs_no_secret_in_database_debug_logs(
 async def test_refuse_socket_with_access_log_logs_status_and_no_error(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with (
-        variant(settings, access_log=True) as live,
-        httpx.AsyncClient(base_url=live.url, timeout=10) as http,
-    ):
-        alice = await make_account(http, "alice")
-        host, _ = await add_device(http, alice, "host")
+    async with serving(settings, access_log=True) as served:
+        alice = await make_account(served.http, "alice")
+        host, _ = await make_device_with_token(served.http, alice, "host")
         with every_log_record(caplog) as recorder:
-            bad_token = await handshake_status(live.ws_url, f"/ws/host/{host.id}?token=bad")
-            evil = await handshake_status(
-                live.ws_url, f"/ws/host/{host.id}?token={alice.token}", origin=Origin(EVIL)
-            )
+            bad_token = await handshake(served.live, host, "bad")
+            evil = await handshake(served.live, host, alice.token, origin=EVIL)
             records = recorder.server_records()
 
-    assert (bad_token, evil) == (401, 403)
+    assert (bad_token.status, evil.status) == (401, 403)
     errors = [record_text(r) for r in records if r.levelno >= logging.ERROR]
     assert errors == []
     access = [r.getMessage() for r in records if r.name == "simbridge.access"]
@@ -645,7 +574,7 @@ async def test_refuse_socket_with_access_log_logs_status_and_no_error(
 # --- secrets in a real server's output ---------------------------------------------------------
 async def test_serve_process_traffic_prints_no_secret(servers: Servers) -> None:
     server = await servers.start(SIMBRIDGE_ACCESS_LOG="true", SIMBRIDGE_LOG_LEVEL="DEBUG")
-    secrets = await exercise_everything(server.url, server.ws_url, Settings().max_body_bytes)
+    secrets = await exercise_everything(server, Settings().max_body_bytes)
     assert await servers.stop(server) == 0, server.log()
 
     output = server.log()

@@ -16,49 +16,34 @@ import sqlite3
 from pathlib import Path
 
 import httpx
-from websockets.asyncio.client import connect
 
 from simbridge.config import Settings
+from simbridge.models import DeviceType
 from simbridge.protocol import CLOSE_REVOKED
-from tests.conftest import settings_with
+from simbridge.security import device_token_digest
+from simbridge.services.admission import Admission
 from tests.helpers import (
-    RECV_TIMEOUT,
+    CARRIERS,
     Account,
     Device,
     LiveServer,
-    make_account,
-    pair_devices,
-    socket,
-)
-from tests.security.test_tokens import (
-    CARRIERS,
+    Reply,
     assert_closed_with,
+    assert_error,
+    assert_next_is_pong,
     assert_relays,
-    assert_unauthorized,
     bearer,
+    dial,
     handshake,
-    is_unauthorized_json,
-    open_socket,
-    settle,
-    socket_url,
+    make_account,
+    make_device_with_token,
+    pair_devices,
+    serving,
+    socket,
 )
 
 
 # --- helpers ----------------------------------------------------------------------------------
-async def register_device(
-    http: httpx.AsyncClient, owner: Account, kind: str, name: str = ""
-) -> tuple[Device, str]:
-    """A new device of `owner` and the device token shown for it."""
-    reply = await http.post(
-        "/devices",
-        json={"name": name or f"{owner.username}-{kind}", "type": kind},
-        headers=owner.headers,
-    )
-    assert reply.status_code == 200, reply.text
-    body = reply.json()
-    return Device(body["id"], kind, owner), body["device_token"]
-
-
 async def rotate(http: httpx.AsyncClient, owner: Account, device: Device) -> str:
     reply = await http.post(f"/devices/{device.id}/token", headers=owner.headers)
     assert reply.status_code == 200, reply.text
@@ -92,8 +77,8 @@ def tampered(token: str) -> str:
 async def test_create_device_returns_distinct_device_tokens(
     http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, host_token = await register_device(http, alice, "host")
-    client, client_token = await register_device(http, alice, "client")
+    host, host_token = await make_device_with_token(http, alice, "host")
+    client, client_token = await make_device_with_token(http, alice, "client")
 
     for token in (host_token, client_token):
         assert token.startswith("sbd_")
@@ -106,7 +91,7 @@ async def test_create_device_returns_distinct_device_tokens(
 async def test_create_device_stores_only_sha256_of_device_token(
     http: httpx.AsyncClient, alice: Account, settings: Settings
 ) -> None:
-    host, token = await register_device(http, alice, "host")
+    host, token = await make_device_with_token(http, alice, "host")
 
     assert stored_digest(settings, host) == sha256_hex(token)
     assert token.encode() not in database_bytes(settings)
@@ -116,7 +101,7 @@ async def test_connect_with_stored_digest_as_token_is_401(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, settings: Settings
 ) -> None:
     """Someone holding a copy of the database must not be able to open the socket."""
-    host, _ = await register_device(http, alice, "host")
+    host, _ = await make_device_with_token(http, alice, "host")
     digest = stored_digest(settings, host)
     assert digest is not None
 
@@ -130,14 +115,14 @@ async def test_connect_with_stored_digest_as_token_is_401(
 async def test_connect_with_device_tokens_via_every_carrier_opens_own_device_and_relays(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, host_token = await register_device(http, alice, "host")
-    client, client_token = await register_device(http, alice, "client")
+    host, host_token = await make_device_with_token(http, alice, "host")
+    client, client_token = await make_device_with_token(http, alice, "client")
     await pair_devices(http, alice, host, client)
 
     for carrier in CARRIERS:
         async with (
-            open_socket(server, host, host_token, carrier) as host_ws,
-            open_socket(server, client, client_token, carrier) as client_ws,
+            socket(server, host, host_token, carrier) as host_ws,
+            socket(server, client, client_token, carrier) as client_ws,
         ):
             assert host_ws.subprotocol == ("simbridge" if carrier == "subprotocol" else None)
             await assert_relays(host_ws, client_ws)
@@ -147,10 +132,10 @@ async def test_connect_with_device_token_to_another_device_is_401(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, bob: Account
 ) -> None:
     """A stolen device token opens that one device: not its siblings, not anyone else's."""
-    host, host_token = await register_device(http, alice, "host")
-    second_host, _ = await register_device(http, alice, "host", "second-host")
-    alice_client, _ = await register_device(http, alice, "client")
-    bob_host, _ = await register_device(http, bob, "host")
+    host, host_token = await make_device_with_token(http, alice, "host")
+    second_host, _ = await make_device_with_token(http, alice, "host", "second-host")
+    alice_client, _ = await make_device_with_token(http, alice, "client")
+    bob_host, _ = await make_device_with_token(http, bob, "host")
     missing = Device(987_654, "host", alice)
 
     for target in (second_host, alice_client, bob_host, missing):
@@ -162,8 +147,8 @@ async def test_connect_with_device_token_to_another_device_is_401(
 async def test_connect_with_device_token_on_other_type_path_is_403(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, host_token = await register_device(http, alice, "host")
-    client, client_token = await register_device(http, alice, "client")
+    host, host_token = await make_device_with_token(http, alice, "host")
+    client, client_token = await make_device_with_token(http, alice, "client")
 
     for device, token in ((host, host_token), (client, client_token)):
         other_path = Device(device.id, "client" if device.type == "host" else "host", alice)
@@ -175,7 +160,7 @@ async def test_connect_with_device_token_on_other_type_path_is_403(
 async def test_connect_with_malformed_device_token_is_401(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, token = await register_device(http, alice, "host")
+    host, token = await make_device_with_token(http, alice, "host")
 
     for bad in (tampered(token), token[:-1], token + "A", "sbd_", token.removeprefix("sbd_")):
         for carrier in CARRIERS:
@@ -185,7 +170,7 @@ async def test_connect_with_malformed_device_token_is_401(
 async def test_connect_with_token_of_deleted_device_is_401(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, token = await register_device(http, alice, "host")
+    host, token = await make_device_with_token(http, alice, "host")
     reply = await http.delete(f"/devices/{host.id}", headers=alice.headers)
     assert reply.status_code == 200, reply.text
 
@@ -195,7 +180,7 @@ async def test_connect_with_token_of_deleted_device_is_401(
 async def test_use_device_token_as_rest_bearer_is_401(
     http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, token = await register_device(http, alice, "host")
+    host, token = await make_device_with_token(http, alice, "host")
     attempts = [
         ("GET", "/devices", None),
         ("POST", "/devices", {"name": "planted", "type": "client"}),
@@ -207,13 +192,16 @@ async def test_use_device_token_as_rest_bearer_is_401(
         ("POST", "/auth/password", {"current_password": "x", "new_password": "attacker1"}),
     ]
 
-    wrong = []
-    for method, url, body in attempts:
-        reply = await http.request(method, url, json=body, headers=bearer(token))
-        if not is_unauthorized_json(reply):
-            wrong.append(f"{method} {url} -> {reply.status_code} {reply.text}")
+    replies = {
+        f"{method} {url}": Reply.of(
+            await http.request(method, url, json=body, headers=bearer(token))
+        )
+        for method, url, body in attempts
+    }
 
-    assert wrong == []
+    assert [f"{case} -> {reply}" for case, reply in replies.items() if reply.status != 401] == []
+    for reply in replies.values():
+        assert_error(reply, 401)
     listed = (await http.get("/devices", headers=alice.headers)).json()
     assert [device["id"] for device in listed] == [host.id]
 
@@ -221,8 +209,8 @@ async def test_use_device_token_as_rest_bearer_is_401(
 async def test_connect_reply_never_echoes_device_token(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, token = await register_device(http, alice, "host")
-    other_host, _ = await register_device(http, alice, "host", "other-host")
+    host, token = await make_device_with_token(http, alice, "host")
+    other_host, _ = await make_device_with_token(http, alice, "host", "other-host")
 
     for carrier in CARRIERS:
         accepted = await handshake(server, host, token, carrier)
@@ -238,7 +226,7 @@ async def test_connect_reply_never_echoes_device_token(
 async def test_rotate_device_token_replaces_old_token(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, settings: Settings
 ) -> None:
-    host, old = await register_device(http, alice, "host")
+    host, old = await make_device_with_token(http, alice, "host")
 
     new = await rotate(http, alice, host)
 
@@ -253,18 +241,18 @@ async def test_rotate_device_token_replaces_old_token(
 async def test_rotate_device_token_closes_old_token_socket_with_4001(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, host_token = await register_device(http, alice, "host")
-    client, client_token = await register_device(http, alice, "client")
+    host, host_token = await make_device_with_token(http, alice, "host")
+    client, client_token = await make_device_with_token(http, alice, "client")
     await pair_devices(http, alice, host, client)
 
     async with (
-        open_socket(server, host, host_token, "subprotocol") as old_host,
-        open_socket(server, client, client_token, "header") as client_ws,
+        socket(server, host, host_token, "subprotocol") as old_host,
+        socket(server, client, client_token, "header") as client_ws,
     ):
         new = await rotate(http, alice, host)
 
-        await assert_closed_with(old_host, CLOSE_REVOKED)
-        async with open_socket(server, host, new, "query") as new_host:
+        await assert_closed_with(old_host, CLOSE_REVOKED, "revoked")
+        async with socket(server, host, new, "query") as new_host:
             await assert_relays(new_host, client_ws)  # the other device's socket is untouched
         assert client_ws.close_code is None
 
@@ -272,8 +260,8 @@ async def test_rotate_device_token_closes_old_token_socket_with_4001(
 async def test_rotate_device_token_leaves_user_token_socket_of_that_device_open(
     server: LiveServer, http: httpx.AsyncClient, alice: Account
 ) -> None:
-    host, _ = await register_device(http, alice, "host")
-    client, _ = await register_device(http, alice, "client")
+    host, _ = await make_device_with_token(http, alice, "host")
+    client, _ = await make_device_with_token(http, alice, "client")
     await pair_devices(http, alice, host, client)
 
     async with socket(server, host) as host_ws, socket(server, client) as client_ws:
@@ -287,16 +275,16 @@ async def test_rotate_device_token_leaves_user_token_socket_of_that_device_open(
 async def test_rotate_other_users_device_token_is_404_and_changes_nothing(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, bob: Account, settings: Settings
 ) -> None:
-    host, token = await register_device(http, alice, "host")
+    host, token = await make_device_with_token(http, alice, "host")
     digest_before = stored_digest(settings, host)
 
-    async with open_socket(server, host, token, "query") as host_ws:
+    async with socket(server, host, token, "query") as host_ws:
         stolen = await http.post(f"/devices/{host.id}/token", headers=bob.headers)
         missing = await http.post("/devices/987654/token", headers=bob.headers)
 
         assert stolen.status_code == 404, stolen.text
         assert stolen.json() == missing.json()  # no existence oracle
-        await settle(host_ws)
+        await assert_next_is_pong(host_ws)
     assert stored_digest(settings, host) == digest_before
     assert (await handshake(server, host, token, "header")).status == 101
 
@@ -304,10 +292,10 @@ async def test_rotate_other_users_device_token_is_404_and_changes_nothing(
 async def test_rotate_device_token_without_user_token_is_401(
     http: httpx.AsyncClient, alice: Account, settings: Settings
 ) -> None:
-    host, _ = await register_device(http, alice, "host")
+    host, _ = await make_device_with_token(http, alice, "host")
     digest_before = stored_digest(settings, host)
 
-    assert_unauthorized(await http.post(f"/devices/{host.id}/token"))
+    assert_error(await http.post(f"/devices/{host.id}/token"), 401)
     assert stored_digest(settings, host) == digest_before
 
 
@@ -321,19 +309,14 @@ async def test_connect_and_drop_with_device_token_does_not_lock_out_other_device
     Dropping a socket the instant the handshake completes must release it on the server like
     any other close (here with a cap of one socket beside the device's own).
     """
-    capped = settings_with(settings, max_sockets_per_user=1)
-    async with (
-        LiveServer.running(capped) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
-    ):
+    async with serving(settings, max_sockets_per_user=1) as served:
+        server, http = served.live, served.http
         carol = await make_account(http, "carol")
-        host, host_token = await register_device(http, carol, "host")
-        client, _ = await register_device(http, carol, "client")
-
-        url = socket_url(server, host, host_token)
+        host, host_token = await make_device_with_token(http, carol, "host")
+        client, _ = await make_device_with_token(http, carol, "client")
 
         async def open_and_drop() -> None:
-            async with connect(url, open_timeout=RECV_TIMEOUT, close_timeout=2):
+            async with dial(server, host, host_token):
                 pass  # dropped at once, before reading the greeting
 
         async def list_devices() -> None:  # the owner's app, busy meanwhile
@@ -345,4 +328,17 @@ async def test_connect_and_drop_with_device_token_does_not_lock_out_other_device
             )
         await list_devices()
 
-        assert (await handshake(server, client, carol.token, "query")).status == 101
+        assert (await handshake(server, client, carol.token)).status == 101
+
+
+async def test_admission_by_device_token_is_void_once_rotated(
+    server: LiveServer, http: httpx.AsyncClient, alice: Account
+) -> None:
+    """Checked once the socket is registered, so a rotation racing the handshake wins."""
+    host, token = await make_device_with_token(http, alice, "host")
+    admitted = Admission(alice.user_id, DeviceType.HOST, None, device_token_digest(token))
+    assert await admitted.still_valid(host.id)
+
+    await rotate(http, alice, host)
+
+    assert not await admitted.still_valid(host.id)

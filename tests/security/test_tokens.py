@@ -11,38 +11,47 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
+from simbridge.models import DeviceType
 from simbridge.protocol import CLOSE_REVOKED
-from tests.conftest import TEST_SECRET, settings_with
+from simbridge.services.admission import Admission
+from tests.conftest import TEST_SECRET
 from tests.helpers import (
+    CARRIERS,
     RECV_TIMEOUT,
     Account,
-    Device,
     LiveServer,
     Pair,
+    Reply,
+    assert_closed_with,
+    assert_error,
+    assert_relays,
+    bearer,
+    dial,
+    handshake,
+    login,
     make_account,
     make_device,
-    pair_devices,
+    make_pair,
     receive,
-    send,
+    serving,
     socket,
+    socket_url,
 )
 
 OTHER_SECRET = "another-secret-that-is-long-enough-for-hs256"
@@ -72,121 +81,6 @@ def hs256(claims: dict[str, Any]) -> str:
 
 def without(claims: dict[str, Any], name: str) -> dict[str, Any]:
     return {key: value for key, value in claims.items() if key != name}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def is_unauthorized_json(reply: httpx.Response) -> bool:
-    """401 with a JSON body `{"detail": "<non-empty sentence>"}`."""
-    if reply.status_code != 401:
-        return False
-    if not reply.headers.get("content-type", "").startswith("application/json"):
-        return False
-    body = reply.json()
-    return isinstance(body, dict) and isinstance(body.get("detail"), str) and bool(body["detail"])
-
-
-def assert_unauthorized(reply: httpx.Response) -> None:
-    assert is_unauthorized_json(reply), (reply.status_code, reply.headers, reply.text)
-
-
-def socket_url(server: LiveServer, device: Device, token: str | None = None) -> str:
-    url = f"{server.ws_url}/ws/{device.type}/{device.id}"
-    return f"{url}?token={token}" if token is not None else url
-
-
-@dataclass
-class Handshake:
-    """The outcome of one handshake: 101 if accepted, else the refusal's status."""
-
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    subprotocol: str | None = None
-
-
-CARRIERS = ("query", "header", "subprotocol")
-
-
-def carried(
-    server: LiveServer, device: Device, token: str, carrier: str
-) -> tuple[str, dict[str, str], list[str] | None]:
-    """URL, extra headers and offered subprotocols that carry `token` the `carrier` way."""
-    if carrier == "query":
-        return socket_url(server, device, token), {}, None
-    if carrier == "header":
-        return socket_url(server, device), bearer(token), None
-    assert carrier == "subprotocol"
-    return socket_url(server, device), {}, ["simbridge", f"bearer.{token}"]
-
-
-async def handshake(server: LiveServer, device: Device, token: str, carrier: str) -> Handshake:
-    url, headers, subprotocols = carried(server, device, token, carrier)
-    try:
-        async with connect(
-            url,
-            additional_headers=headers,
-            subprotocols=subprotocols,  # type: ignore[arg-type]
-            open_timeout=RECV_TIMEOUT,
-            close_timeout=2,
-        ) as ws:
-            assert ws.response is not None
-            assert await receive(ws) == {"type": "connected", "device_id": device.id}
-            await settle(ws)
-            return Handshake(101, dict(ws.response.headers.raw_items()), b"", ws.subprotocol)
-    except InvalidStatus as refused:
-        response = refused.response
-        return Handshake(
-            response.status_code, dict(response.headers.raw_items()), response.body or b""
-        )
-
-
-async def settle(ws: ClientConnection) -> None:
-    """Wait until the server serves the socket (it answers a ping) before leaving it, so that
-    a handshake probe never drops a socket in the middle of its greeting (a separate attack,
-    covered in test_device_tokens)."""
-    await send(ws, {"type": "ping"})
-    assert await receive(ws) == {"type": "pong"}
-
-
-@asynccontextmanager
-async def open_socket(
-    server: LiveServer, device: Device, token: str, carrier: str
-) -> AsyncIterator[ClientConnection]:
-    """An open socket for `device` whose token travels the `carrier` way, greeting checked."""
-    url, headers, subprotocols = carried(server, device, token, carrier)
-    async with connect(
-        url,
-        additional_headers=headers,
-        subprotocols=subprotocols,  # type: ignore[arg-type]
-        open_timeout=RECV_TIMEOUT,
-        close_timeout=2,
-    ) as ws:
-        assert await receive(ws) == {"type": "connected", "device_id": device.id}
-        yield ws
-
-
-async def assert_closed_with(ws: ClientConnection, code: int) -> None:
-    """The server closes `ws` with `code`, seen by a client that keeps reading."""
-    with pytest.raises(ConnectionClosed):
-        await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
-    assert ws.close_code == code, (ws.close_code, ws.close_reason)
-    assert ws.close_reason == "revoked"
-
-
-async def assert_relays(host: ClientConnection, client: ClientConnection) -> None:
-    command = {"type": "command", "cmd": "GET_SIMS", "req_id": "r-1"}
-    await send(client, command)
-    assert await receive(host) == command
-    event = {"type": "event", "event": "SIMS", "req_id": "r-1", "sims": []}
-    await send(host, event)
-    assert await receive(client) == event
-
-
-async def login(http: httpx.AsyncClient, account: Account, password: str) -> httpx.Response:
-    return await http.post("/auth/login", json={"username": account.username, "password": password})
 
 
 async def logout_all(http: httpx.AsyncClient, token: str) -> str:
@@ -225,11 +119,8 @@ async def test_login_token_carries_sub_iat_exp_ver_with_configured_ttl(
 async def test_issue_token_with_short_ttl_expires_exactly_at_exp(
     settings: Settings, clock: ManualClock
 ) -> None:
-    short = settings_with(settings, token_ttl_seconds=60)
-    async with (
-        LiveServer.running(short) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
-    ):
+    async with serving(settings, token_ttl_seconds=60) as served:
+        server, http = served.live, served.http
         carol = await make_account(http, "carol")
         host = await make_device(http, carol, "host")
         claims = jwt.decode(carol.token, options={"verify_signature": False})
@@ -237,12 +128,12 @@ async def test_issue_token_with_short_ttl_expires_exactly_at_exp(
 
         clock.advance(claims["exp"] - clock().timestamp() - 0.000_001)  # 1 µs before `exp`
         assert (await http.get("/devices", headers=carol.headers)).status_code == 200
-        assert (await handshake(server, host, carol.token, "query")).status == 101
+        assert (await handshake(server, host, carol.token)).status == 101
 
         clock.advance(0.000_001)  # now == exp: no longer valid (RFC 7519 §4.1.4)
         assert clock().timestamp() == claims["exp"]
-        assert_unauthorized(await http.get("/devices", headers=carol.headers))
-        assert (await handshake(server, host, carol.token, "query")).status == 401
+        assert_error(await http.get("/devices", headers=carol.headers), 401)
+        assert (await handshake(server, host, carol.token)).status == 401
 
 
 async def test_use_token_after_ttl_is_401_on_rest_and_handshake(
@@ -255,7 +146,7 @@ async def test_use_token_after_ttl_is_401_on_rest_and_handshake(
     alice = pair.host.owner
     clock.advance(settings.token_ttl_seconds + 1)
 
-    assert_unauthorized(await http.get("/devices", headers=alice.headers))
+    assert_error(await http.get("/devices", headers=alice.headers), 401)
     for carrier in CARRIERS:
         assert (await handshake(server, pair.host, alice.token, carrier)).status == 401, carrier
 
@@ -310,19 +201,20 @@ async def test_use_bad_token_is_401_on_rest_and_handshake(
     server: LiveServer, http: httpx.AsyncClient, pair: Pair, clock: ManualClock
 ) -> None:
     """Every entry of BAD_TOKENS, on REST and through every handshake carrier."""
-    wrong: list[str] = []
+    replies: dict[str, Reply] = {}
     for name, make_token in BAD_TOKENS.items():
         token = make_token(pair.host.owner.user_id, clock)
         for path in ("GET /devices", "POST /auth/logout-all"):
             method, url = path.split()
-            reply = await http.request(method, url, headers=bearer(token))
-            if not is_unauthorized_json(reply):
-                wrong.append(f"{name}: {path} -> {reply.status_code} {reply.text}")
+            replies[f"{name}: {path}"] = Reply.of(
+                await http.request(method, url, headers=bearer(token))
+            )
         for carrier in CARRIERS:
-            status = (await handshake(server, pair.host, token, carrier)).status
-            if status != 401:
-                wrong.append(f"{name}: handshake via {carrier} -> {status}")
-    assert wrong == []
+            handshake_reply = (await handshake(server, pair.host, token, carrier)).reply
+            replies[f"{name}: handshake via {carrier}"] = handshake_reply
+    assert [f"{case} -> {reply}" for case, reply in replies.items() if reply.status != 401] == []
+    for reply in replies.values():
+        assert_error(reply, 401)
 
 
 async def test_forge_helper_builds_accepted_token_when_nothing_is_wrong(
@@ -347,8 +239,8 @@ async def test_use_token_of_deleted_user_is_401_on_rest_and_handshake(
         db.execute("DELETE FROM users WHERE id = ?", (carol.user_id,))
     clock.advance(settings.user_cache_seconds + 1)
 
-    assert_unauthorized(await http.get("/devices", headers=carol.headers))
-    assert (await handshake(server, host, carol.token, "query")).status == 401
+    assert_error(await http.get("/devices", headers=carol.headers), 401)
+    assert (await handshake(server, host, carol.token)).status == 401
 
 
 async def test_use_legacy_token_without_ver_works_until_user_revokes(
@@ -365,8 +257,8 @@ async def test_use_legacy_token_without_ver_works_until_user_revokes(
 
         await logout_all(http, alice.token)
 
-        await assert_closed_with(host, CLOSE_REVOKED)
-    assert_unauthorized(await http.get("/devices", headers=bearer(legacy)))
+        await assert_closed_with(host, CLOSE_REVOKED, "revoked")
+    assert_error(await http.get("/devices", headers=bearer(legacy)), 401)
     assert (await handshake(server, pair.host, legacy, "query")).status == 401
 
 
@@ -375,7 +267,7 @@ async def test_logout_all_revokes_old_token_on_rest_and_handshake(
     server: LiveServer, http: httpx.AsyncClient, pair: Pair
 ) -> None:
     alice = pair.host.owner
-    second_session = (await login(http, alice, alice.password)).json()["token"]
+    second_session = (await login(http, alice.username, alice.password)).json()["token"]
 
     reply = await http.post("/auth/logout-all", headers=alice.headers)
 
@@ -384,33 +276,12 @@ async def test_logout_all_revokes_old_token_on_rest_and_handshake(
     assert reply.json()["user_id"] == alice.user_id
     fresh = reply.json()["token"]
     for old in (alice.token, second_session):
-        assert_unauthorized(await http.get("/devices", headers=bearer(old)))
-        assert_unauthorized(await http.post("/auth/logout-all", headers=bearer(old)))
+        assert_error(await http.get("/devices", headers=bearer(old)), 401)
+        assert_error(await http.post("/auth/logout-all", headers=bearer(old)), 401)
         for carrier in CARRIERS:
             assert (await handshake(server, pair.host, old, carrier)).status == 401, carrier
     assert (await http.get("/devices", headers=bearer(fresh))).status_code == 200
     assert (await handshake(server, pair.host, fresh, "query")).status == 101
-
-
-async def test_logout_all_closes_old_token_sockets_with_4001_and_new_token_sockets_relay(
-    server: LiveServer, http: httpx.AsyncClient, pair: Pair
-) -> None:
-    alice = pair.host.owner
-    async with (
-        open_socket(server, pair.host, alice.token, "header") as old_host,
-        open_socket(server, pair.client, alice.token, "subprotocol") as old_client,
-    ):
-        fresh = await logout_all(http, alice.token)
-
-        await assert_closed_with(old_host, CLOSE_REVOKED)
-        await assert_closed_with(old_client, CLOSE_REVOKED)
-
-    async with (
-        open_socket(server, pair.host, fresh, "query") as host,
-        open_socket(server, pair.client, fresh, "subprotocol") as client,
-    ):
-        await assert_relays(host, client)
-        assert host.close_code is None and client.close_code is None
 
 
 async def test_logout_all_twice_revokes_token_from_first_call(
@@ -421,8 +292,8 @@ async def test_logout_all_twice_revokes_token_from_first_call(
     async with socket(server, pair.host, first) as host:
         second = await logout_all(http, first)
 
-        await assert_closed_with(host, CLOSE_REVOKED)
-    assert_unauthorized(await http.get("/devices", headers=bearer(first)))
+        await assert_closed_with(host, CLOSE_REVOKED, "revoked")
+    assert_error(await http.get("/devices", headers=bearer(first)), 401)
     assert (await http.get("/devices", headers=bearer(second))).status_code == 200
 
 
@@ -430,9 +301,7 @@ async def test_logout_all_leaves_other_users_tokens_and_sockets_alone(
     server: LiveServer, http: httpx.AsyncClient, pair: Pair, bob: Account
 ) -> None:
     alice = pair.host.owner
-    bob_pair = await pair_devices(
-        http, bob, await make_device(http, bob, "host"), await make_device(http, bob, "client")
-    )
+    bob_pair = await make_pair(http, bob)
     async with (
         socket(server, bob_pair.host) as bob_host,
         socket(server, bob_pair.client) as bob_client,
@@ -440,7 +309,7 @@ async def test_logout_all_leaves_other_users_tokens_and_sockets_alone(
     ):
         await logout_all(http, alice.token)
 
-        await assert_closed_with(alice_host, CLOSE_REVOKED)
+        await assert_closed_with(alice_host, CLOSE_REVOKED, "revoked")
         await assert_relays(bob_host, bob_client)
         assert bob_host.close_code is None and bob_client.close_code is None
     assert (await http.get("/devices", headers=bob.headers)).status_code == 200
@@ -448,7 +317,20 @@ async def test_logout_all_leaves_other_users_tokens_and_sockets_alone(
 
 
 async def test_logout_all_without_token_is_401(http: httpx.AsyncClient) -> None:
-    assert_unauthorized(await http.post("/auth/logout-all"))
+    assert_error(await http.post("/auth/logout-all"), 401)
+
+
+async def test_admission_is_void_once_its_token_is_revoked(
+    server: LiveServer, http: httpx.AsyncClient, pair: Pair
+) -> None:
+    """Checked once the socket is registered, so a revocation racing the handshake wins."""
+    owner = pair.host.owner
+    admitted = Admission(owner.user_id, DeviceType.HOST, token_version=0)
+    assert await admitted.still_valid(pair.host.id)
+
+    await logout_all(http, owner.token)
+
+    assert not await admitted.still_valid(pair.host.id)
 
 
 # --- password change --------------------------------------------------------------------------
@@ -462,10 +344,10 @@ async def test_change_password_with_wrong_current_is_401_and_changes_nothing(
     async with socket(server, pair.host) as host, socket(server, pair.client) as client:
         reply = await change_password(http, alice.token, "not-my-password", NEW_PASSWORD)
 
-        assert_unauthorized(reply)
+        assert_error(reply, 401)
         await assert_relays(host, client)
-    assert (await login(http, alice, alice.password)).status_code == 200
-    assert_unauthorized(await login(http, alice, NEW_PASSWORD))
+    assert (await login(http, alice.username, alice.password)).status_code == 200
+    assert_error(await login(http, alice.username, NEW_PASSWORD), 401)
     assert (await http.get("/devices", headers=alice.headers)).status_code == 200
     assert (await handshake(server, pair.host, alice.token, "query")).status == 101
 
@@ -478,7 +360,7 @@ async def test_change_password_to_73_bytes_is_422_and_changes_nothing(
 
         assert reply.status_code == 422, reply.text
         assert "new_password" in [error["field"] for error in reply.json()["errors"]]
-    assert (await login(http, alice, alice.password)).status_code == 200
+    assert (await login(http, alice.username, alice.password)).status_code == 200
     assert (await http.get("/devices", headers=alice.headers)).status_code == 200
 
 
@@ -490,14 +372,14 @@ async def test_change_password_to_72_multibyte_bytes_is_accepted(
     reply = await change_password(http, alice.token, alice.password, longest)
 
     assert reply.status_code == 200, reply.text
-    assert (await login(http, alice, longest)).status_code == 200
+    assert (await login(http, alice.username, longest)).status_code == 200
 
 
 async def test_change_password_revokes_old_password_and_every_older_token(
     server: LiveServer, http: httpx.AsyncClient, pair: Pair
 ) -> None:
     alice = pair.host.owner
-    second_session = (await login(http, alice, alice.password)).json()["token"]
+    second_session = (await login(http, alice.username, alice.password)).json()["token"]
 
     reply = await change_password(http, alice.token, alice.password, NEW_PASSWORD)
 
@@ -505,43 +387,64 @@ async def test_change_password_revokes_old_password_and_every_older_token(
     assert set(reply.json()) == {"token", "user_id"}
     assert reply.json()["user_id"] == alice.user_id
     fresh = reply.json()["token"]
-    assert_unauthorized(await login(http, alice, alice.password))
-    assert (await login(http, alice, NEW_PASSWORD)).status_code == 200
+    assert_error(await login(http, alice.username, alice.password), 401)
+    assert (await login(http, alice.username, NEW_PASSWORD)).status_code == 200
     for old in (alice.token, second_session):
-        assert_unauthorized(await http.get("/devices", headers=bearer(old)))
-        assert_unauthorized(await change_password(http, old, NEW_PASSWORD, "attacker-pick"))
+        assert_error(await http.get("/devices", headers=bearer(old)), 401)
+        assert_error(await change_password(http, old, NEW_PASSWORD, "attacker-pick"), 401)
         assert (await handshake(server, pair.host, old, "query")).status == 401
     assert (await http.get("/devices", headers=bearer(fresh))).status_code == 200
     assert (await handshake(server, pair.host, fresh, "header")).status == 101
 
 
-async def test_change_password_closes_old_token_sockets_with_4001(
-    server: LiveServer, http: httpx.AsyncClient, pair: Pair
+async def revoke_older_tokens(http: httpx.AsyncClient, alice: Account, how: str) -> str:
+    """Revoke alice's tokens through `how` ("logout-all" or "password"); the fresh token."""
+    if how == "logout-all":
+        return await logout_all(http, alice.token)
+    reply = await change_password(http, alice.token, alice.password, NEW_PASSWORD)
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["token"])
+
+
+@pytest.mark.parametrize(
+    ("how", "old_carriers", "new_carriers"),
+    [
+        ("logout-all", ("header", "subprotocol"), ("query", "subprotocol")),
+        ("password", ("query", "header"), ("subprotocol", "query")),
+    ],
+    ids=["logout-all", "password"],
+)
+async def test_revoke_closes_old_token_sockets_with_4001_and_new_token_sockets_relay(
+    server: LiveServer,
+    http: httpx.AsyncClient,
+    pair: Pair,
+    how: str,
+    old_carriers: tuple[str, str],
+    new_carriers: tuple[str, str],
 ) -> None:
     alice = pair.host.owner
     async with (
-        open_socket(server, pair.host, alice.token, "query") as old_host,
-        open_socket(server, pair.client, alice.token, "header") as old_client,
+        socket(server, pair.host, alice.token, old_carriers[0]) as old_host,
+        socket(server, pair.client, alice.token, old_carriers[1]) as old_client,
     ):
-        reply = await change_password(http, alice.token, alice.password, NEW_PASSWORD)
-        assert reply.status_code == 200, reply.text
+        fresh = await revoke_older_tokens(http, alice, how)
 
-        await assert_closed_with(old_host, CLOSE_REVOKED)
-        await assert_closed_with(old_client, CLOSE_REVOKED)
+        await assert_closed_with(old_host, CLOSE_REVOKED, "revoked")
+        await assert_closed_with(old_client, CLOSE_REVOKED, "revoked")
 
-    fresh = reply.json()["token"]
     async with (
-        open_socket(server, pair.host, fresh, "subprotocol") as host,
-        open_socket(server, pair.client, fresh, "query") as client,
+        socket(server, pair.host, fresh, new_carriers[0]) as host,
+        socket(server, pair.client, fresh, new_carriers[1]) as client,
     ):
         await assert_relays(host, client)
+        assert host.close_code is None and client.close_code is None
 
 
 async def test_change_password_without_token_is_401(http: httpx.AsyncClient) -> None:
     reply = await http.post(
         "/auth/password", json={"current_password": "secret123", "new_password": NEW_PASSWORD}
     )
-    assert_unauthorized(reply)
+    assert_error(reply, 401)
 
 
 # --- where the socket token travels ----------------------------------------------------------
@@ -550,18 +453,8 @@ async def test_connect_with_subprotocol_token_selects_simbridge_and_relays(
 ) -> None:
     token = pair.host.owner.token
     async with (
-        connect(
-            socket_url(server, pair.host),
-            subprotocols=["simbridge", f"bearer.{token}"],  # type: ignore[list-item]
-            open_timeout=RECV_TIMEOUT,
-            close_timeout=2,
-        ) as host,
-        connect(
-            socket_url(server, pair.client),
-            subprotocols=["simbridge", f"bearer.{token}"],  # type: ignore[list-item]
-            open_timeout=RECV_TIMEOUT,
-            close_timeout=2,
-        ) as client,
+        dial(server, pair.host, token, "subprotocol") as host,
+        dial(server, pair.client, token, "subprotocol") as client,
     ):
         assert host.subprotocol == "simbridge"
         assert client.subprotocol == "simbridge"
@@ -628,7 +521,7 @@ async def test_connect_offering_only_bearer_subprotocol_does_not_echo_it(
     try:
         async with connect(
             socket_url(server, pair.host),
-            subprotocols=[f"bearer.{token}"],  # type: ignore[list-item]
+            subprotocols=[Subprotocol(f"bearer.{token}")],
             open_timeout=RECV_TIMEOUT,
             close_timeout=2,
         ) as ws:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from simbridge.config import ConfigError, Settings, load_settings, validate
+from tests.processes import run_cli
 
 LONG_SECRET = "a-jwt-secret-that-is-comfortably-longer-than-32-chars"
 
@@ -185,20 +183,8 @@ def test_validate_refuses_memory_broker_with_many_workers() -> None:
     assert "one worker" in message
 
 
-def _run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "simbridge", *args],
-        env=environ,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def test_serve_with_short_secret_exits_2_with_message(tmp_path: Path) -> None:
-    result = _run_cli(
+    result = run_cli(
         tmp_path, "serve", "--port", "1", JWT_SECRET="too-short", DB_PATH=str(tmp_path / "x.db")
     )
 
@@ -210,7 +196,7 @@ def test_serve_with_short_secret_exits_2_with_message(tmp_path: Path) -> None:
 
 
 def test_serve_with_bad_port_variable_exits_2_naming_it(tmp_path: Path) -> None:
-    result = _run_cli(tmp_path, "serve", JWT_SECRET=LONG_SECRET, PORT="http")
+    result = run_cli(tmp_path, "serve", JWT_SECRET=LONG_SECRET, PORT="http")
 
     assert result.returncode == 2, result.stderr
     assert "PORT" in result.stderr

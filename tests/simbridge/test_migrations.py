@@ -11,19 +11,27 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import closing
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import httpx
 import pytest
 from tortoise import connections
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from simbridge.config import Settings
 from simbridge.db import MIGRATIONS_DIR, apply_migrations
-from tests.helpers import LiveServer, make_account, make_device, pair_devices, receive, send, socket
+from tests.helpers import (
+    LiveServer,
+    assert_relays,
+    history,
+    list_devices,
+    make_account,
+    paired_world,
+    serving,
+    socket,
+)
+from tests.processes import run_cli
 
 MIGRATION_FILES = sorted(
     (path.name for path in (Path(MIGRATIONS_DIR) / "models").glob("[0-9]*_*.py")),
@@ -56,18 +64,6 @@ def sqlite_index_columns(path: Path, table: str) -> set[tuple[str, ...]]:
         }
 
 
-def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "simbridge", *args],
-        env=environ,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 # --- SQLite -----------------------------------------------------------------------------------
 
 
@@ -83,6 +79,14 @@ async def test_apply_migrations_on_empty_file_creates_schema(tmp_path: Path) -> 
     with closing(sqlite3.connect(db_path)) as db:
         versions = [v for (v,) in db.execute("SELECT version FROM aerich")]
     assert versions == applied
+
+
+async def test_apply_migrations_creates_folder_of_sqlite_database_url(tmp_path: Path) -> None:
+    target = tmp_path / "not" / "there" / "yet.db"
+    settings = Settings(jwt_secret=SECRET, database_url=f"sqlite://{target}")
+
+    assert await apply_migrations(settings)
+    assert target.is_file()
 
 
 async def test_apply_migrations_twice_in_one_task_applies_nothing_second_time(
@@ -107,9 +111,8 @@ async def test_server_connection_uses_wal_and_synchronous_normal(server: LiveSer
 
 
 async def test_server_run_leaves_database_file_in_wal_mode(settings: Settings) -> None:
-    async with LiveServer.running(settings) as live:
-        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
-            await make_account(http, "walter")
+    async with serving(settings) as served:
+        await make_account(served.http, "walter")
 
     with closing(sqlite3.connect(settings.db_path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -224,32 +227,20 @@ async def test_apply_migrations_on_postgres_creates_schema(postgres_url: str) ->
 async def test_server_on_postgres_serves_account_device_and_relay_round(
     postgres_url: str, settings: Settings
 ) -> None:
-    pg_settings = replace(settings, database_url=postgres_url)
+    async with paired_world(settings, database_url=postgres_url) as world:
+        host, client = world.pair.host, world.pair.client
+        async with socket(world.live, host) as host_ws, socket(world.live, client) as client_ws:
+            await assert_relays(host_ws, client_ws, "pg-1")
+            listed = await list_devices(world.http, host.owner)
+        rows = await history(world.http, host.owner, host)
 
-    async with LiveServer.running(pg_settings) as live:
-        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
-            alice = await make_account(http, "alice")
-            host = await make_device(http, alice, "host")
-            client = await make_device(http, alice, "client")
-            await pair_devices(http, alice, host, client)
-            async with socket(live, host) as host_ws, socket(live, client) as client_ws:
-                await send(client_ws, {"type": "command", "cmd": "GET_SIMS", "req_id": "pg-1"})
-                assert await receive(host_ws) == {
-                    "type": "command",
-                    "cmd": "GET_SIMS",
-                    "req_id": "pg-1",
-                }
-                listed = await http.get("/devices", headers=alice.headers)
-            history = await http.get(f"/history?device_id={host.id}", headers=alice.headers)
-
-    assert listed.status_code == 200, listed.text
-    assert {(d["id"], d["type"], d["is_online"]) for d in listed.json()} == {
+    assert {(d["id"], d["type"], d["is_online"]) for d in listed} == {
         (host.id, "host", True),
         (client.id, "client", True),
     }
-    assert history.status_code == 200, history.text
-    assert [(row["msg_type"], row["payload"]["req_id"]) for row in history.json()] == [
-        ("command", "pg-1")
+    assert [(row["msg_type"], row["payload"]["req_id"]) for row in rows] == [
+        ("event", "pg-1"),
+        ("command", "pg-1"),
     ]
     tables, _ = await postgres_schema(postgres_url)
     assert TABLES <= tables  # the server migrated the empty database itself

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import httpx
 import pytest
 
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
-from tests.helpers import LiveServer, make_account, make_device, pair_devices, receive, socket
+from tests.helpers import history, paired_world, receive, socket
 
 DAY = 24 * 3600
 
@@ -28,26 +26,21 @@ async def relay_sms(http: httpx.AsyncClient, headers: dict[str, str], host_id: i
 async def test_prune_deletes_rows_past_retention_and_keeps_newer(
     settings: Settings, clock: ManualClock, batch_size: int
 ) -> None:
-    variant = replace(
+    async with paired_world(
         settings, retention_days=90, retention_batch_size=batch_size, token_ttl_seconds=365 * DAY
-    )
-    async with LiveServer.running(variant) as live, httpx.AsyncClient(base_url=live.url) as http:
-        alice = await make_account(http, "alice")
-        host = await make_device(http, alice, "host")
-        client = await make_device(http, alice, "client")
-        await pair_devices(http, alice, host, client)
-        async with socket(live, host) as host_ws:
-            await relay_sms(http, alice.headers, host.id, 5)
+    ) as world:
+        host = world.pair.host
+        async with socket(world.live, host) as host_ws:
+            await relay_sms(world.http, host.owner.headers, host.id, 5)
             clock.advance(60 * DAY)
-            await relay_sms(http, alice.headers, host.id, 3)
+            await relay_sms(world.http, host.owner.headers, host.id, 3)
             for _ in range(8):
                 await receive(host_ws)
-        await live.runtime.writer.flush()
+        await world.live.runtime.writer.flush()
         clock.advance(31 * DAY)  # the first 5 are now 91 days old, the last 3 only 31
 
-        assert await live.runtime.retention.prune() == 5
-        assert await live.runtime.retention.prune() == 0
+        assert await world.live.runtime.retention.prune() == 5
+        assert await world.live.runtime.retention.prune() == 0
 
-        history = await http.get(f"/history?device_id={host.id}", headers=alice.headers)
-        bodies = [row["payload"]["body"] for row in history.json()]
-        assert bodies == ["m2", "m1", "m0"]
+        rows = await history(world.http, host.owner, host)
+        assert [row["payload"]["body"] for row in rows] == ["m2", "m1", "m0"]

@@ -6,7 +6,7 @@ import asyncio
 import gc
 
 from simbridge.web.server_protocol import SimBridgeProtocol
-from tests.helpers import LiveServer, Pair, socket
+from tests.helpers import PING, PONG, LiveServer, Pair, receive, send, socket
 
 RECONNECTS = 20
 
@@ -22,8 +22,8 @@ async def test_closed_sockets_are_released(server: LiveServer, pair: Pair) -> No
     before = live_protocols()
     for _ in range(RECONNECTS):
         async with socket(server, pair.client) as ws:
-            await ws.send('{"type":"ping"}')
-            await ws.recv()
+            await send(ws, PING)
+            assert await receive(ws) == PONG
 
     for _ in range(100):  # bounded: up to ~5 s for the server to see every connection go
         if live_protocols() <= before:
