@@ -3,9 +3,10 @@
 A REST request used to spend about a third of its CPU on this: HS256 verification, then a
 query for the user to compare the token's version with the stored one. Here a token that
 verified once is remembered (until it expires), and so is its user, for `user_cache_seconds`.
-Revoking in this process (`forget`) drops the user at once, so revoked tokens fail on the very
-next request; the time limit bounds how long a revocation made by another process (a second
-worker sharing the database) could go unseen.
+Revoking (`forget`, broadcast to every process) drops the user at once, so revoked tokens fail
+on the very next request; the time limit bounds how long a change made behind the server's back
+(directly in the database) could go unseen. A token newer than the remembered user is never
+refused: the user is read again, so the token that logout-all returns works at once everywhere.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class Identities:
             raise InvalidCredentials("Not authenticated: send Authorization: Bearer <token>")
         claims = self._claims(token)
         user = await self._user(claims.user_id) if claims else None
+        if user is not None and claims is not None and claims.version > user.token_version:
+            # Versions only grow: a token newer than the remembered user was issued after it
+            # was read (by another process, whose broadcast may still be on its way).
+            self.forget(user.id)
+            user = await self._user(claims.user_id)
         if user is None or claims is None or claims.version != user.token_version:
             raise InvalidCredentials()
         return user, claims.version

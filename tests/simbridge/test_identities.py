@@ -4,21 +4,22 @@ what the token, the database or a revocation says."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 import httpx
 import pytest
 
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
-from tests.conftest import settings_with
-from tests.helpers import LiveServer, Pair, make_account, socket
+from simbridge.security import create_token
+from tests.helpers import LiveServer, Pair, bearer, login, make_account, serving, socket
 
 TOKEN_TTL = 3600
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings_with(settings, token_ttl_seconds=TOKEN_TTL)
+    return replace(settings, token_ttl_seconds=TOKEN_TTL)
 
 
 def bump_token_version_elsewhere(settings: Settings, user_id: int) -> None:
@@ -51,10 +52,8 @@ async def test_revocation_in_another_process_is_seen_within_the_cache_time(
 async def test_without_cache_time_another_process_revocation_is_seen_at_once(
     settings: Settings,
 ) -> None:
-    async with (
-        LiveServer.running(settings_with(settings, user_cache_seconds=0)) as live,
-        httpx.AsyncClient(base_url=live.url) as http,
-    ):
+    async with serving(settings, user_cache_seconds=0) as served:
+        http = served.http
         carol = await make_account(http, "carol")
         assert (await http.get("/devices", headers=carol.headers)).status_code == 200
         bump_token_version_elsewhere(settings, carol.user_id)
@@ -66,11 +65,9 @@ async def test_revocation_here_is_seen_at_once_by_every_remembered_token(
     http: httpx.AsyncClient,
 ) -> None:
     carol = await make_account(http, "carol")
-    second = (
-        await http.post("/auth/login", json={"username": "carol", "password": carol.password})
-    ).json()["token"]
+    second = (await login(http, "carol", carol.password)).json()["token"]
     for token in (carol.token, second):
-        reply = await http.get("/devices", headers={"Authorization": f"Bearer {token}"})
+        reply = await http.get("/devices", headers=bearer(token))
         assert reply.status_code == 200
 
     reply = await http.post("/auth/logout-all", headers=carol.headers)
@@ -78,9 +75,9 @@ async def test_revocation_here_is_seen_at_once_by_every_remembered_token(
     fresh = reply.json()["token"]
 
     for token in (carol.token, second):
-        reply = await http.get("/devices", headers={"Authorization": f"Bearer {token}"})
+        reply = await http.get("/devices", headers=bearer(token))
         assert reply.status_code == 401
-    reply = await http.get("/devices", headers={"Authorization": f"Bearer {fresh}"})
+    reply = await http.get("/devices", headers=bearer(fresh))
     assert reply.status_code == 200
 
 
@@ -99,3 +96,17 @@ async def test_online_host_is_no_shortcut_for_another_user(
         assert reply.status_code == 403
         reply = await http.post("/sms", json=sms, headers=pair.host.owner.headers)
         assert reply.status_code == 200
+
+
+async def test_a_token_newer_than_the_remembered_user_works_at_once(
+    http: httpx.AsyncClient, clock: ManualClock, settings: Settings
+) -> None:
+    """Another process ran logout-all: the fresh token it returned must work here at once,
+    while this process still remembers the user with the old version."""
+    carol = await make_account(http, "carol")
+    assert (await http.get("/devices", headers=carol.headers)).status_code == 200
+    bump_token_version_elsewhere(settings, carol.user_id)
+    fresh = create_token(carol.user_id, settings.jwt_secret, clock(), TOKEN_TTL, version=1)
+
+    assert (await http.get("/devices", headers=bearer(fresh))).status_code == 200
+    assert (await http.get("/devices", headers=carol.headers)).status_code == 401
