@@ -100,6 +100,18 @@ async def test_apply_migrations_twice_in_one_task_applies_nothing_second_time(
         assert db.execute("SELECT count(*) FROM aerich").fetchone() == (len(MIGRATION_FILES),)
 
 
+async def test_migrations_started_together_are_applied_once(tmp_path: Path) -> None:
+    """Workers starting at once each run the migrations: one applies them, the others wait
+    for it and find nothing left to do."""
+    settings = Settings(jwt_secret=SECRET, db_path=str(tmp_path / "relay.db"))
+
+    runs = await asyncio.gather(
+        *(asyncio.create_task(apply_migrations(settings)) for _ in range(3))
+    )
+
+    assert sorted(runs, key=len) == [[], [], MIGRATION_FILES]
+
+
 async def test_server_connection_uses_wal_and_synchronous_normal(server: LiveServer) -> None:
     db = connections.get("default")
 
@@ -221,6 +233,17 @@ async def test_apply_migrations_on_postgres_creates_schema(postgres_url: str) ->
     tables, indexes = await postgres_schema(postgres_url)
     assert TABLES <= tables
     assert MESSAGE_LOG_INDEXES <= indexes
+
+
+@pytest.mark.postgres
+async def test_migrations_started_together_on_postgres_are_applied_once(postgres_url: str) -> None:
+    settings = Settings(jwt_secret=SECRET, database_url=postgres_url)
+
+    runs = await asyncio.gather(
+        *(asyncio.create_task(apply_migrations(settings)) for _ in range(3))
+    )
+
+    assert sorted(runs, key=len) == [[], [], MIGRATION_FILES]
 
 
 @pytest.mark.postgres
