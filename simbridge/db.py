@@ -6,10 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,9 +15,9 @@ from aerich import Command
 from tortoise import Tortoise
 
 from simbridge.config import Settings
+from simbridge.db_locks import MIGRATIONS, holding
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
-MIGRATION_LOCK_KEY = 0x5B_0001  # PostgreSQL advisory lock id: SimBridge's migrations
 CONNECTION = "default"  # the one database connection's name in Tortoise
 MODEL_MODULES = ["simbridge.models", "aerich.models"]
 # WAL is Tortoise's default on SQLite; NORMAL syncs at checkpoints instead of every commit.
@@ -76,34 +73,10 @@ async def apply_migrations(settings: Settings) -> list[str]:
     """
     if settings.is_sqlite:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    async with _one_migrator_at_a_time(settings):
+    async with holding(settings, MIGRATIONS, wait=True):  # workers that start together wait
         # Tortoise keeps its state in a context variable: a task of its own gives aerich a
         # Tortoise context that starts fresh and ends with the migration, whatever ran before.
         return await asyncio.create_task(_upgrade(settings))
-
-
-@asynccontextmanager
-async def _one_migrator_at_a_time(settings: Settings) -> AsyncIterator[None]:
-    """Hold the database's migration lock: workers (and machines) that start together would
-    otherwise apply the same migration twice. PostgreSQL: a session advisory lock, released
-    when its connection closes; SQLite: an exclusive `flock` on a file beside the database."""
-    if settings.is_sqlite:
-        lock_path = settings.sqlite_path.with_name(settings.sqlite_path.name + ".migrate-lock")
-        with lock_path.open("a") as lock_file:
-            await asyncio.to_thread(fcntl.flock, lock_file.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
-        return
-    import asyncpg  # the `postgres` extra: only a PostgreSQL deployment has it
-
-    connection = await asyncpg.connect(settings.db_url.split("?", 1)[0])
-    try:
-        await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-        yield
-    finally:
-        await connection.close()
 
 
 async def _upgrade(settings: Settings) -> list[str]:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from functools import partial
 
 from simbridge.config import Settings
 from simbridge.db import apply_migrations, start_orm, stop_orm
+from simbridge.db_locks import RETENTION, holding
 from simbridge.hub import Broker, Hub, make_broker
 from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
 from simbridge.limits import MemoryLimiter
@@ -76,6 +78,7 @@ class Runtime:
                 days=settings.retention_days,
                 interval_seconds=settings.retention_interval_seconds,
                 batch_size=settings.retention_batch_size,
+                exclusive=partial(holding, settings, RETENTION, wait=False),
             ),
         )
         await broker.start(hub, runtime.apply)

@@ -4,6 +4,7 @@ event loop, a real SQLite file per test, real HTTP and WebSocket clients."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ from sanic import Sanic
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
 from tests.helpers import Account, LiveServer, Pair, make_account, make_pair
+from tests.postgres import fresh_postgres_database
 from tests.processes import Servers, running_servers
 
 Sanic.test_mode = True  # one app per test, all named "simbridge"
@@ -71,3 +73,22 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
     """Start real server processes with `await servers.start(**env)`; all stop afterwards."""
     async for started in running_servers(tmp_path):
         yield started
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh database on the machine's PostgreSQL, dropped afterwards (see tests/postgres.py)."""
+    async for url in fresh_postgres_database():
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_store_settings(
+    request: pytest.FixtureRequest, settings: Settings
+) -> AsyncIterator[Settings]:
+    """`settings` on each database back end in turn: the SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        yield settings
+        return
+    async for url in fresh_postgres_database():
+        yield replace(settings, database_url=url)

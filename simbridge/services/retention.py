@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
 from simbridge.clock import Clock
@@ -39,10 +41,25 @@ async def prune_older_than(cutoff: datetime, batch_size: int, max_batches: int) 
     return deleted
 
 
-class RetentionTask:
-    """Prunes every `interval_seconds`, from start-up until `stop`."""
+ExclusiveRun = Callable[[], AbstractAsyncContextManager[bool]]
 
-    def __init__(self, clock: Clock, days: int, interval_seconds: float, batch_size: int) -> None:
+
+class RetentionTask:
+    """Prunes every `interval_seconds`, from start-up until `stop`.
+
+    Each pass runs inside `exclusive` (yields whether this process may run it): with several
+    workers or machines on one database, one of them prunes and the others skip that pass.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        days: int,
+        interval_seconds: float,
+        batch_size: int,
+        exclusive: ExclusiveRun,
+    ) -> None:
+        self._exclusive = exclusive
         self._clock = clock
         self._keep = timedelta(days=days)
         self._interval = interval_seconds
@@ -58,13 +75,17 @@ class RetentionTask:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def prune(self) -> int:
-        """One pass: expired pairing codes, and message log rows past retention."""
-        now = self._clock()
-        await PairingCode.filter(expires_at__lt=now).delete()
-        return await prune_older_than(
-            now - self._keep, self._batch_size, max_batches=MAX_BATCHES_PER_RUN
-        )
+    async def prune(self) -> int | None:
+        """One pass: expired pairing codes, and message log rows past retention; returns how
+        many rows went, or None if another process is running its pass."""
+        async with self._exclusive() as mine:
+            if not mine:
+                return None
+            now = self._clock()
+            await PairingCode.filter(expires_at__lt=now).delete()
+            return await prune_older_than(
+                now - self._keep, self._batch_size, max_batches=MAX_BATCHES_PER_RUN
+            )
 
     async def _run(self) -> None:
         while True:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,10 @@ from simbridge.db import apply_migrations, tortoise_config
 from simbridge.models import Device, DeviceType, MessageLog, User
 from simbridge.services.log_store import LogStore, OrmLogStore, SqliteLogStore
 from simbridge.services.message_log import MessageLogWriter
+from tests.postgres import fresh_postgres_database
 
 POLL_INTERVAL = 0.01
+SECRET = "x" * 40
 POLL_LIMIT = 5.0
 
 
@@ -28,22 +32,42 @@ class Devices:
     store: LogStore
 
 
-@pytest.fixture(params=["own-sqlite-connection", "tortoise"])
+@pytest.fixture(
+    params=[
+        "own-sqlite-connection",
+        "tortoise-sqlite",
+        pytest.param("tortoise-postgres", marks=pytest.mark.postgres),
+    ]
+)
 async def devices(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Devices]:
-    """A migrated SQLite file with Tortoise initialised on it, one host and one client, and a
-    log store of each kind on that file (the server uses its own connection on SQLite)."""
-    settings = Settings(jwt_secret="x" * 40, db_path=str(tmp_path / "log.db"))
+    """A migrated database with Tortoise initialised on it, one host and one client, and a
+    log store as the server picks it: on SQLite its own connection (or Tortoise's), on
+    PostgreSQL Tortoise's asyncpg pool."""
+    if request.param == "tortoise-postgres":
+        async for url in fresh_postgres_database():
+            async with migrated(
+                Settings(jwt_secret=SECRET, database_url=url), OrmLogStore
+            ) as found:
+                yield found
+        return
+    settings = Settings(jwt_secret=SECRET, db_path=str(tmp_path / "log.db"))
+    own_connection = request.param == "own-sqlite-connection"
+    store = partial(SqliteLogStore, settings.sqlite_path) if own_connection else OrmLogStore
+    async with migrated(settings, store) as found:
+        yield found
+
+
+@asynccontextmanager
+async def migrated(
+    settings: Settings, make_store: Callable[[], LogStore]
+) -> AsyncIterator[Devices]:
     await apply_migrations(settings)
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
     try:
         user = await User.create(username="logger", password_hash="not-a-real-hash")
         host = await Device.create(user=user, name="host", device_type=DeviceType.HOST)
         client = await Device.create(user=user, name="client", device_type=DeviceType.CLIENT)
-        store = (
-            SqliteLogStore(settings.sqlite_path)
-            if request.param == "own-sqlite-connection"
-            else OrmLogStore()
-        )
+        store = make_store()
         yield Devices(host=host.id, client=client.id, store=store)
         await store.close()
     finally:

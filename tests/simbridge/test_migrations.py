@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from tortoise import connections
-from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from simbridge.config import Settings
 from simbridge.db import MIGRATIONS_DIR, apply_migrations
@@ -39,13 +35,6 @@ MIGRATION_FILES = sorted(
 )
 TABLES = {"users", "devices", "pairing_codes", "pairings", "message_logs", "aerich"}
 MESSAGE_LOG_INDEXES = {("from_device_id", "id"), ("to_device_id", "id")}
-POSTGRES_URL = os.environ.get(
-    "SIMBRIDGE_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"
-)
-POSTGRES_HOWTO = (
-    "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "
-    "(or point SIMBRIDGE_TEST_POSTGRES_URL at another server)"
-)
 SECRET = "migration-tests-secret-long-enough-for-hs256"
 
 
@@ -164,37 +153,6 @@ def test_tortoise_orm_without_db_path_points_at_default_file(tmp_path: Path) -> 
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A fresh, empty database on the test server, dropped afterwards.
-
-    Tortoise caches each model's INSERT statement process-wide by connection alias, not by
-    dialect, so SQL built for SQLite ("?" placeholders) by an earlier test would be sent to
-    PostgreSQL (and the reverse afterwards): the cache is emptied on the way in and out.
-    """
-    try:
-        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        reason = f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc!r}); {POSTGRES_HOWTO}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"sb_test_{secrets.token_hex(6)}"
-    EXECUTOR_CACHE.clear()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(POSTGRES_URL, name)
-    finally:
-        EXECUTOR_CACHE.clear()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def postgres_schema(url: str) -> tuple[set[str], set[tuple[str, ...]]]:

@@ -7,6 +7,7 @@ import pytest
 
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
+from simbridge.db_locks import RETENTION, holding
 from tests.helpers import history, paired_world, receive, socket
 
 DAY = 24 * 3600
@@ -24,10 +25,13 @@ async def relay_sms(http: httpx.AsyncClient, headers: dict[str, str], host_id: i
 
 @pytest.mark.parametrize("batch_size", [2, 5000])
 async def test_prune_deletes_rows_past_retention_and_keeps_newer(
-    settings: Settings, clock: ManualClock, batch_size: int
+    any_store_settings: Settings, clock: ManualClock, batch_size: int
 ) -> None:
     async with paired_world(
-        settings, retention_days=90, retention_batch_size=batch_size, token_ttl_seconds=365 * DAY
+        any_store_settings,
+        retention_days=90,
+        retention_batch_size=batch_size,
+        token_ttl_seconds=365 * DAY,
     ) as world:
         host = world.pair.host
         async with socket(world.live, host) as host_ws:
@@ -44,3 +48,27 @@ async def test_prune_deletes_rows_past_retention_and_keeps_newer(
 
         rows = await history(world.http, host.owner, host)
         assert [row["payload"]["body"] for row in rows] == ["m2", "m1", "m0"]
+
+
+async def test_a_pass_is_skipped_while_another_process_runs_one(
+    any_store_settings: Settings, clock: ManualClock
+) -> None:
+    """Several workers or machines share the database: only one prunes at a time."""
+    async with paired_world(
+        any_store_settings, retention_days=1, token_ttl_seconds=365 * DAY
+    ) as world:
+        host = world.pair.host
+        async with socket(world.live, host) as host_ws:
+            await relay_sms(world.http, host.owner.headers, host.id, 2)
+            for _ in range(2):
+                await receive(host_ws)
+        await world.live.runtime.writer.flush()
+        clock.advance(2 * DAY)
+        retention = world.live.runtime.retention
+
+        async with holding(any_store_settings, RETENTION, wait=False) as held_elsewhere:
+            assert held_elsewhere
+            assert await retention.prune() is None
+        assert len(await history(world.http, host.owner, host)) == 2
+
+        assert await retention.prune() == 2
