@@ -83,7 +83,12 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
     admission = request.ctx.admission
     # One handle per socket: this handler receives from `ws` and the relay sends through it.
     session = relay.open_session(
-        ws, device_id, admission.device_type, admission.user_id, admission.token_version
+        ws,
+        device_id,
+        admission.device_type,
+        admission.user_id,
+        admission.token_version,
+        admission.device_token_digest,
     )
     try:
         if not await admission.still_valid(device_id):

@@ -23,7 +23,7 @@ log = logging.getLogger("simbridge.config")
 
 MIN_SECRET_LENGTH = 32
 SECRET_HOWTO = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-BROKERS = ("memory",)
+BROKERS = ("memory", "redis")
 
 
 class ConfigError(Exception):
@@ -79,6 +79,10 @@ class Settings:
     allowed_origins: str = ""
     cors_origins: str = ""
     broker: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "sb:"
+    node_ttl_seconds: float = 7.0
+    heartbeat_seconds: float = 2.0
     workers: int = 1
     access_log: bool = False
     log_level: str = "INFO"
@@ -133,6 +137,13 @@ class Settings:
         for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 found.append(f"SIMBRIDGE_{name.upper()} must be greater than 0")
+        if self.heartbeat_seconds >= self.node_ttl_seconds:
+            found.append(
+                "SIMBRIDGE_HEARTBEAT_SECONDS must be shorter than SIMBRIDGE_NODE_TTL_SECONDS "
+                "(a live process would otherwise look dead between two heartbeats)"
+            )
+        if self.broker == "redis" and not self.redis_url.startswith(_REDIS_SCHEMES):
+            found.append("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.database_url and not self.database_url.startswith(_URL_SCHEMES):
             found.append("DATABASE_URL must start with sqlite://, postgres:// or postgresql://")
         return found
@@ -154,6 +165,8 @@ _POSITIVE = (
     "graceful_shutdown_seconds",
     "backlog",
     "workers",
+    "node_ttl_seconds",
+    "heartbeat_seconds",
     "retention_days",
     "retention_interval_seconds",
     "retention_batch_size",
@@ -173,8 +186,9 @@ _POSITIVE = (
     "max_live_codes_per_user",
     "max_json_depth",
 )
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _URL_SCHEMES = ("sqlite://", "postgres://", "postgresql://", "psycopg://", "asyncpg://")
-_UNPREFIXED = ("jwt_secret", "db_path", "database_url", "host", "port")
+_UNPREFIXED = ("jwt_secret", "db_path", "database_url", "host", "port", "redis_url")
 
 
 def too_many_workers(broker: str, workers: int) -> str | None:
@@ -183,7 +197,8 @@ def too_many_workers(broker: str, workers: int) -> str | None:
         return (
             f"SIMBRIDGE_WORKERS={workers} with SIMBRIDGE_BROKER=memory would misroute: the "
             "in-process broker routes only within one process, so a host and its client on "
-            "different workers would never see each other. Run one worker per instance."
+            "different workers would never see each other. Set SIMBRIDGE_BROKER=redis (and "
+            "REDIS_URL) to run several workers, or run one."
         )
     return None
 

@@ -15,7 +15,8 @@ from simbridge.db_locks import RETENTION, holding
 from simbridge.hub import Broker, Hub, make_broker
 from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
 from simbridge.limits import MemoryLimiter
-from simbridge.protocol import CLOSE_GOING_AWAY
+from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REMOVED, CLOSE_REVOKED
+from simbridge.services.admission import no_longer_admitted
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Guard
 from simbridge.services.identities import Identities
@@ -63,7 +64,11 @@ class Runtime:
             flush_seconds=settings.log_flush_seconds,
             queue_size=settings.log_queue_size,
         )
-        broker = make_broker(settings)
+
+        async def resync() -> None:  # `runtime` is bound below, before the broker starts
+            await runtime.resync()
+
+        broker = make_broker(settings, on_resync=resync)
         runtime = cls(
             settings=settings,
             hub=hub,
@@ -97,6 +102,16 @@ class Runtime:
             self.directory.forget(*control.device_ids)
         elif isinstance(control, ForgetUser):
             self.identities.forget(control.user_id)
+
+    async def resync(self) -> None:
+        """The broker may have lost control messages (Redis was away): forget every cache, and
+        close the sockets whose device or credential went meanwhile."""
+        self.directory.forget_everything()
+        self.identities.forget_everything()
+        gone = await no_longer_admitted(self.hub.sessions())
+        for code, reason in ((CLOSE_REVOKED, "revoked"), (CLOSE_REMOVED, "device removed")):
+            closing = [session for session, why in gone if why == code]
+            await self.hub.close_matching(closing, code, reason)
 
     async def close_sockets(self) -> None:
         """Close every socket with 1001 and wait (up to the graceful shutdown time) for their

@@ -104,5 +104,5 @@ async def test_serve_with_two_workers_on_memory_broker_refuses_to_start(
 
     assert result.returncode == 2, result.stderr
     assert "SIMBRIDGE_WORKERS" in result.stderr
-    assert "one worker" in result.stderr
+    assert "SIMBRIDGE_BROKER=redis" in result.stderr
     assert "Traceback" not in result.stderr

@@ -92,6 +92,10 @@ class Hub:
     def sessions_of(self, user_id: int) -> list[Session]:
         return list(self._by_user.get(user_id, ()))
 
+    def sessions(self) -> list[Session]:
+        """Every open session of this process."""
+        return [s for user_sessions in self._by_user.values() for s in user_sessions]
+
     def __len__(self) -> int:
         return self._count
 
@@ -126,7 +130,7 @@ class Hub:
 
     async def close_every(self, code: int, reason: str) -> None:
         """Close every open socket of this process (at shutdown)."""
-        await self.close_matching([s for ss in self._by_user.values() for s in ss], code, reason)
+        await self.close_matching(self.sessions(), code, reason)
 
     async def wait_until_none(self, timeout: float) -> bool:
         """Wait for every session's handler to end; False if some are still busy."""

@@ -14,8 +14,9 @@ DEVICE_TOKEN = "device"
 
 @dataclass(eq=False, slots=True)
 class Session:
-    """One open socket. `token_version` is the user token's version (None for a device token);
-    `bucket` is the device's frame rate, shared by its successive sockets."""
+    """One open socket. `token_version` is the user token's version, or None for a device
+    token, whose digest is `device_token_digest`; `bucket` is the device's frame rate, shared
+    by its successive sockets."""
 
     conn: Connection
     device_id: int
@@ -23,6 +24,7 @@ class Session:
     user_id: int
     token_version: int | None
     bucket: TokenBucket = field(repr=False)
+    device_token_digest: str | None = field(default=None, repr=False)
 
     @property
     def credential(self) -> str:

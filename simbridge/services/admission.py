@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from simbridge.errors import TooManyRequests
-from simbridge.hub import Hub
+from simbridge.hub import Hub, Session
 from simbridge.models import Device, DeviceType
+from simbridge.protocol import CLOSE_REMOVED, CLOSE_REVOKED
 from simbridge.security import is_device_token
 from simbridge.services.devices import device_for_token, owned_device
 from simbridge.services.identities import Identities
@@ -56,3 +58,23 @@ async def admit_socket(
     if not hub.has_room(admission.user_id, device_id):
         raise TooManyRequests(SOCKET_CAP_RETRY_SECONDS)
     return admission
+
+
+async def no_longer_admitted(sessions: Sequence[Session]) -> list[tuple[Session, int]]:
+    """The sessions whose access went meanwhile, each with its close code: 4002 for a deleted
+    device, 4001 for a revoked credential. One query, however many sessions."""
+    rows = await Device.filter(id__in={s.device_id for s in sessions}).values(
+        "id", "device_token", "user__token_version"
+    )
+    stored = {row["id"]: row for row in rows}
+    gone = []
+    for session in sessions:
+        row = stored.get(session.device_id)
+        if row is None:
+            gone.append((session, CLOSE_REMOVED))
+        elif session.token_version is None:
+            if row["device_token"] != session.device_token_digest:
+                gone.append((session, CLOSE_REVOKED))
+        elif row["user__token_version"] != session.token_version:
+            gone.append((session, CLOSE_REVOKED))
+    return gone

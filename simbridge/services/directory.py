@@ -40,3 +40,9 @@ class PairingDirectory:
         for device_id in device_ids:
             self._hosts.pop(device_id, None)
             self._clients.pop(device_id, None)
+
+    def forget_everything(self) -> None:
+        """Changes may have been missed (the broker lost messages): load every list again."""
+        self._generation += 1
+        self._hosts.clear()
+        self._clients.clear()

@@ -60,6 +60,11 @@ class Identities:
         self._generation += 1
         self._users.pop(user_id, None)
 
+    def forget_everything(self) -> None:
+        """Revocations may have been missed (the broker lost messages): read users again."""
+        self._generation += 1
+        self._users.clear()
+
     def _claims(self, token: str) -> TokenClaims | None:
         now = self._settings.clock()
         claims = self._tokens.get(token)

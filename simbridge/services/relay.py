@@ -59,6 +59,7 @@ class Relay:
         device_type: DeviceType,
         user_id: int,
         token_version: int | None,
+        device_token_digest: str | None,
     ) -> Session:
         """Count a new socket in; whatever happens next, `disconnect` must follow."""
         session = Session(
@@ -68,6 +69,7 @@ class Relay:
             user_id=user_id,
             token_version=token_version,
             bucket=self._bucket_of(device_id),
+            device_token_digest=device_token_digest,
         )
         self._hub.open(session)
         return session

@@ -180,7 +180,26 @@ def test_validate_refuses_memory_broker_with_many_workers() -> None:
 
     message = str(raised.value)
     assert "SIMBRIDGE_WORKERS" in message
-    assert "one worker" in message
+    assert "SIMBRIDGE_BROKER=redis" in message
+
+
+def test_validate_accepts_many_workers_on_the_redis_broker() -> None:
+    env = {"JWT_SECRET": LONG_SECRET, "SIMBRIDGE_WORKERS": "4", "SIMBRIDGE_BROKER": "redis"}
+    settings = validate(load_settings(env, env_file=""))
+
+    assert (settings.workers, settings.redis_url) == (4, "redis://127.0.0.1:6379/0")
+
+
+def test_validate_refuses_a_heartbeat_as_long_as_the_node_ttl() -> None:
+    env = {"JWT_SECRET": LONG_SECRET, "SIMBRIDGE_HEARTBEAT_SECONDS": "7"}
+    with pytest.raises(ConfigError, match="SIMBRIDGE_HEARTBEAT_SECONDS must be shorter"):
+        validate(load_settings(env, env_file=""))
+
+
+def test_validate_refuses_a_redis_url_of_another_scheme() -> None:
+    env = {"JWT_SECRET": LONG_SECRET, "SIMBRIDGE_BROKER": "redis", "REDIS_URL": "http://x"}
+    with pytest.raises(ConfigError, match="REDIS_URL must start with"):
+        validate(load_settings(env, env_file=""))
 
 
 def test_serve_with_short_secret_exits_2_with_message(tmp_path: Path) -> None:

@@ -41,7 +41,9 @@ class World:
 
     async def online(self, device: Device) -> tuple[Session, FakeConnection]:
         conn = FakeConnection()
-        session = self.relay.open_session(conn, device.id, device.device_type, self.user.id, 0)
+        session = self.relay.open_session(
+            conn, device.id, device.device_type, self.user.id, 0, None
+        )
         await self.relay.connect(session)
         conn.sent.clear()  # the greeting
         return session, conn

@@ -1,12 +1,14 @@
 """What every `Broker` promises, run against each implementation with fake connections.
 
-A broker for several processes (Redis) joins `BROKERS`, and adds the cases that need two
-nodes sharing one backend.
+Each entry of `BROKERS` makes the brokers of nodes sharing one backend; the cases that need
+two nodes of the Redis broker are in test_redis_broker.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,13 +16,25 @@ import pytest
 from simbridge.clock import ManualClock
 from simbridge.hub import Broker, Hub, MemoryBroker
 from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
+from simbridge.hub.open_requests import PER_HOST
 from tests.fakes import FakeConnection
+from tests.redis_server import redis_backend
 from tests.simbridge.hub.test_local import new_session
 
 REQUEST_TTL_SECONDS = 600.0
 
-BROKERS: dict[str, Callable[[ManualClock], Broker]] = {
-    "memory": lambda clock: MemoryBroker(clock, REQUEST_TTL_SECONDS),
+BrokerFactory = Callable[[ManualClock], Broker]
+"""Makes the broker of one node; the nodes of one factory share a backend."""
+
+
+@asynccontextmanager
+async def memory_backend() -> AsyncIterator[BrokerFactory]:
+    yield lambda clock: MemoryBroker(clock, REQUEST_TTL_SECONDS)
+
+
+BROKERS: dict[str, Callable[[], AbstractAsyncContextManager[BrokerFactory]]] = {
+    "memory": memory_backend,
+    "redis": lambda: redis_backend(request_ttl_seconds=REQUEST_TTL_SECONDS),
 }
 
 
@@ -36,8 +50,10 @@ class Node:
     async def on_control(self, control: Control) -> None:
         self.controls.append(control)
 
-    async def connect(self, device_id: int, user_id: int = 1) -> FakeConnection:
-        session = new_session(device_id, user_id)
+    async def connect(
+        self, device_id: int, user_id: int = 1, conn: FakeConnection | None = None
+    ) -> FakeConnection:
+        session = new_session(device_id, user_id, conn)
         self.hub.open(session)
         await self.hub.attach(session)
         await self.broker.claim(device_id)
@@ -54,15 +70,14 @@ class Node:
 
 @pytest.fixture(params=sorted(BROKERS))
 async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
-    clock = ManualClock()
-    node = Node(
-        Hub(send_timeout=0.05, max_sockets_per_user=10), BROKERS[request.param](clock), clock
-    )
-    await node.broker.start(node.hub, node.on_control)
-    try:
-        yield node
-    finally:
-        await node.broker.stop()
+    async with BROKERS[request.param]() as make_broker:
+        clock = ManualClock()
+        node = Node(Hub(send_timeout=0.05, max_sockets_per_user=10), make_broker(clock), clock)
+        await node.broker.start(node.hub, node.on_control)
+        try:
+            yield node
+        finally:
+            await node.broker.stop()
 
 
 async def test_a_claimed_device_is_online_until_released(node: Node) -> None:
@@ -98,6 +113,18 @@ async def test_a_remembered_request_expires(node: Node) -> None:
     await node.broker.remember_request(1, "r1", 2)
     node.clock.advance(REQUEST_TTL_SECONDS + 1)
     assert await node.broker.asker(1, "r1") is None
+
+
+async def test_a_host_remembers_its_latest_requests_only(node: Node) -> None:
+    await asyncio.gather(*(node.broker.remember_request(1, n, 2) for n in range(PER_HOST + 1)))
+    assert await node.broker.asker(1, 0) is None  # the oldest went first
+    assert await node.broker.asker(1, 1) == 2
+    assert await node.broker.asker(1, PER_HOST) == 2
+
+
+async def test_a_string_id_and_a_number_id_are_different_requests(node: Node) -> None:
+    await node.broker.remember_request(1, 5, 2)
+    assert await node.broker.asker(1, "5") is None
 
 
 async def test_ids_that_cannot_be_keys_are_never_remembered(node: Node) -> None:

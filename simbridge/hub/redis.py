@@ -1,0 +1,843 @@
+"""`RedisBroker`: the `Broker` of several processes (nodes) sharing one Redis.
+
+Each node has an id, a liveness key that its heartbeat keeps alive, and a channel of its own.
+A device's owner (node, generation) is one hash; a frame for a device held by another node
+costs one script call that finds the owner, checks that its node is alive and publishes to
+that node's channel, so no node receives frames for devices it does not hold.
+
+Keys and channels (`p` is the prefix, `sb:` by default):
+
+    p node:<nid>      STRING, PX node TTL     the node is alive (value: pid@host, for operators)
+    p dev:<device>    HASH node, gen          owner of the device's live socket
+    p gen             counter                 generations, increasing across all devices
+    p req:<host>      HASH rid -> client:exp  who asked the host each request id (exp in ms)
+    p reqx:<host>     ZSET rid by exp         the same ids by expiry, for the bound and cleanup
+    p ch:node:<nid>   channel                 f<device>:<gen>:<frame>, r<device>:<gen>, p<nonce>
+    p ch:ctl          channel                 control messages, JSON, for every node
+
+Scripts derive node keys from the owner they read, so this layout needs one Redis, not a
+Cluster. Pub/Sub is at-most-once: after the subscription is lost (reconnect, silent probe) or
+the node's key was (Redis restart, a paused process), the node resyncs: it sets its key again,
+re-claims its sockets and tells the runtime (`on_resync`) to flush what it cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from simbridge.clock import Clock, utc_now
+from simbridge.hub.broker import ControlHandler
+from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
+from simbridge.hub.local import Hub
+from simbridge.hub.open_requests import AMBIGUOUS, MAX_REQ_ID_LENGTH, PER_HOST
+from simbridge.hub.session import Session
+from simbridge.protocol import CLOSE_REPLACED
+
+log = logging.getLogger("simbridge.hub.redis")
+
+EXIT_LISTENER_DIED = 70  # EX_SOFTWARE: a node that stopped listening must not go on serving
+MAX_QUEUED_FRAMES = 1000  # per device whose socket is behind; more are dropped (it is aborted soon)
+MIN_RECONNECT_PAUSE = 0.05
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_INT_KEY_LIMIT = 10**MAX_REQ_ID_LENGTH  # integer ids with more digits are not correlated
+
+
+class BrokerUnavailable(Exception):
+    """Redis cannot be reached now, so what needs it cannot be done."""
+
+
+# --- scripts ----------------------------------------------------------------------------------
+# KEYS: dev, gen counter. ARGV: prefix, node, device. The old owner, if alive elsewhere, is told.
+CLAIM = """
+local previous = redis.call('HGET', KEYS[1], 'node')
+local gen = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'gen', gen)
+if previous and previous ~= ARGV[2]
+   and redis.call('EXISTS', ARGV[1] .. 'node:' .. previous) == 1 then
+  redis.call('PUBLISH', ARGV[1] .. 'ch:node:' .. previous, 'r' .. ARGV[3] .. ':' .. gen)
+end
+return gen
+"""
+
+# KEYS: dev, gen counter. ARGV: prefix, node, gen held here (0: unconfirmed). Keeps a claim that
+# is still ours, takes back one that is missing or held by a dead node, and returns 0 (yield)
+# when another live node owns the device now.
+RECLAIM = """
+local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
+if owner[1] == ARGV[2] and owner[2] == ARGV[3] then return tonumber(ARGV[3]) end
+if owner[1] and owner[1] ~= ARGV[2]
+   and redis.call('EXISTS', ARGV[1] .. 'node:' .. owner[1]) == 1 then return 0 end
+local gen = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'gen', gen)
+return gen
+"""
+
+# KEYS: dev. ARGV: node, gen (0: any of this node's, for a claim whose answer is not back yet;
+# commands reach Redis in the order issued, so that claim is the one found).
+RELEASE = """
+local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
+if owner[1] == ARGV[1] and (ARGV[2] == '0' or owner[2] == ARGV[2]) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: dev. ARGV: prefix, node (the caller), device, frame. Returns the receivers (0: offline).
+DELIVER = """
+local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
+if not owner[1] or owner[1] == ARGV[2]
+   or redis.call('EXISTS', ARGV[1] .. 'node:' .. owner[1]) == 0 then return 0 end
+return redis.call('PUBLISH', ARGV[1] .. 'ch:node:' .. owner[1],
+                  'f' .. ARGV[3] .. ':' .. owner[2] .. ':' .. ARGV[4])
+"""
+
+# KEYS: devs. ARGV: prefix, node (the caller: it knows its own devices). 1 per live device.
+ONLINE = """
+local alive, result = {}, {}
+for i, key in ipairs(KEYS) do
+  local node = redis.call('HGET', key, 'node')
+  result[i] = 0
+  if node and node ~= ARGV[2] then
+    if alive[node] == nil then
+      alive[node] = redis.call('EXISTS', ARGV[1] .. 'node:' .. node)
+    end
+    result[i] = alive[node]
+  end
+end
+return result
+"""
+
+# KEYS: req hash, expiry zset. ARGV: id, client, now ms, expiry ms, bound, ttl ms. A live entry
+# of another client makes the id ambiguous; expired entries and those past the bound go first.
+REMEMBER = """
+local client = ARGV[2]
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+if previous then
+  local sep = string.find(previous, ':', 1, true)
+  if tonumber(string.sub(previous, sep + 1)) > tonumber(ARGV[3])
+     and string.sub(previous, 1, sep - 1) ~= client then client = '__AMBIGUOUS__' end
+end
+redis.call('HSET', KEYS[1], ARGV[1], client .. ':' .. ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local drop = math.max(redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[3]),
+                      redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]))
+if drop > 0 then
+  redis.call('HDEL', KEYS[1], unpack(redis.call('ZRANGE', KEYS[2], 0, drop - 1)))
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, drop - 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+""".replace("__AMBIGUOUS__", str(AMBIGUOUS))
+
+SCRIPTS = {
+    "CLAIM": CLAIM,
+    "RECLAIM": RECLAIM,
+    "RELEASE": RELEASE,
+    "DELIVER": DELIVER,
+    "ONLINE": ONLINE,
+    "REMEMBER": REMEMBER,
+}
+SHA = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
+
+
+# --- sending commands -------------------------------------------------------------------------
+class _Batcher:
+    """Sends the commands issued in one event-loop turn in one write on one connection, one
+    batch in flight at a time: commands reach Redis in the order they were issued, and under
+    load one round trip carries many (measured: a frame sent to another node costs ~10 us of
+    the sender's CPU that way, ~100 us when each waits for its own round trip).
+
+    Every failure reaches the caller as `BrokerUnavailable`.
+    """
+
+    def __init__(self, connection: AbstractConnection, timeout: float) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._in_flight: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(BrokerUnavailable("the broker stopped"))
+            return future
+        self._queue.append((args, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        return future
+
+    def evalsha(self, script: str, keys: list[str], *args: Any) -> asyncio.Future[Any]:
+        return self.call("EVALSHA", SHA[script], len(keys), *keys, *args)
+
+    async def load_scripts(self) -> None:
+        await asyncio.gather(*(self.call("SCRIPT", "LOAD", src) for src in SCRIPTS.values()))
+
+    async def close(self) -> None:
+        """Stop sending; whoever still waits gets `BrokerUnavailable`."""
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        for _, future in self._in_flight + self._queue:
+            if not future.done():
+                future.set_exception(BrokerUnavailable("the broker stopped"))
+        self._queue = []
+        await self._connection.disconnect()
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:  # ends after a round trip during which nothing was issued
+                self._in_flight, self._queue = self._queue, []
+                await self._send(self._in_flight)
+                self._in_flight = []
+        finally:
+            self._flusher = None
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._execute([args for args, _ in batch])
+            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if missing:  # Redis restarted or its script cache was flushed: load, then again
+                scripts = [("SCRIPT", "LOAD", source) for source in SCRIPTS.values()]
+                again = await self._execute(scripts + [batch[i][0] for i in missing])
+                for i, result in zip(missing, again[len(scripts) :], strict=True):
+                    results[i] = result
+        except _UNAVAILABLE as exc:
+            results = [exc] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, (RedisError, OSError)):
+                future.set_exception(BrokerUnavailable(f"{type(result).__name__}: {result}"))
+            else:
+                future.set_result(result)
+
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """One write, then the replies in order (an error reply is returned, not raised). The
+        connection is this batcher's alone, and reconnects on the next write after a failure."""
+        connection = self._connection
+        try:
+            async with asyncio.timeout(self._timeout):  # one timer for the whole round trip
+                await connection.send_packed_command(_pack(commands), check_health=False)
+                results: list[Any] = []
+                for _ in commands:
+                    try:
+                        results.append(await connection.read_response(timeout=math.inf))
+                    except ResponseError as exc:
+                        results.append(exc)
+                return results
+        except BaseException:
+            await connection.disconnect(nowait=True)  # a reply may be half read: start afresh
+            raise
+
+
+# --- control messages -------------------------------------------------------------------------
+_CONTROLS: dict[str, Callable[..., Control]] = {
+    kind.__name__: kind for kind in (CloseSessions, ForgetPairings, ForgetUser)
+}
+
+
+def encode_control(node_id: str, control: Control) -> str:
+    """Plain JSON of the dataclass, with the sending node (which skips its own)."""
+    return json.dumps({"node": node_id, "kind": type(control).__name__, "fields": asdict(control)})
+
+
+def decode_control(text: str) -> tuple[str, Control]:
+    message = json.loads(text)
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in message["fields"].items()}
+    return message["node"], _CONTROLS[message["kind"]](**fields)
+
+
+def request_field(req_id: Any) -> str | None:
+    """`req_id` as a hash field (a string never collides with a number), or None when it cannot
+    be a key (as in `OpenRequests`; integers of more than 128 digits cannot either)."""
+    if isinstance(req_id, str):
+        return "s" + req_id if len(req_id) <= MAX_REQ_ID_LENGTH else None
+    if isinstance(req_id, int) and not isinstance(req_id, bool) and -_INT_KEY_LIMIT < req_id:
+        return "i" + str(req_id) if req_id < _INT_KEY_LIMIT else None
+    return None
+
+
+def _pack(commands: list[tuple[Any, ...]]) -> bytes:
+    """The commands in RESP, in one buffer (redis-py's general packer costs more CPU than the
+    rest of a round trip; these arguments are only strings and integers)."""
+    out = bytearray()
+    for args in commands:
+        out += b"*%d\r\n" % len(args)
+        for arg in args:
+            data = str(arg).encode()
+            out += b"$%d\r\n%b\r\n" % (len(data), data)
+    return bytes(out)
+
+
+def _connection(url: str, **options: Any) -> AbstractConnection:
+    """A connection of its own (no pool) to the Redis at `url`."""
+    kwargs: dict[str, Any] = {**parse_url(url), **options}
+    connection_class: type[AbstractConnection] = kwargs.pop("connection_class", Connection)
+    return connection_class(**kwargs)
+
+
+async def _nothing() -> None:
+    return None
+
+
+# --- the broker -------------------------------------------------------------------------------
+@dataclass(eq=False, slots=True)
+class _Claim:
+    """This node's claim of a device: the socket it was made for, and the generation Redis
+    gave it (a future until Redis answers)."""
+
+    session: Session
+    gen: asyncio.Future[int]
+
+    def settled_gen(self) -> int:
+        """The generation, or 0 while Redis has not answered (or if the claim failed)."""
+        gen = self.gen
+        if not gen.done() or gen.exception() is not None:
+            return 0
+        return gen.result()
+
+
+class RedisBroker:
+    """The broker of one node among several sharing the Redis at `url`.
+
+    `prefix` namespaces every key and channel (tests isolate themselves with it). Timings:
+    the node's key lives `node_ttl_seconds` and is refreshed every `heartbeat_seconds` (a node
+    killed without closing has its devices offline everywhere within the TTL); every
+    `probe_seconds` the node publishes to itself and subscribes again if that does not come
+    back within `probe_timeout_seconds`; a command gets `command_timeout_seconds`; subscribing
+    again after a failure waits up to `max_reconnect_pause_seconds`. `on_resync` runs after each
+    resync that follows a lost subscription or a lost node key; `exit_process` is how the node
+    exits when a task it cannot serve without (listener, heartbeat, probe) died of a bug.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "sb:",
+        clock: Clock = utc_now,
+        request_ttl_seconds: float = 600.0,
+        heartbeat_seconds: float = 2.0,
+        node_ttl_seconds: float = 7.0,
+        probe_seconds: float = 5.0,
+        probe_timeout_seconds: float = 2.0,
+        command_timeout_seconds: float = 2.0,
+        max_reconnect_pause_seconds: float = 1.0,
+        on_resync: Callable[[], Awaitable[None]] = _nothing,
+        exit_process: Callable[[int], None] = os._exit,
+    ) -> None:
+        if node_ttl_seconds <= heartbeat_seconds:
+            raise ValueError("the node TTL must be longer than the heartbeat interval")
+        self.node_id = uuid.uuid4().hex
+        self._prefix = prefix
+        self._clock = clock
+        self._request_ttl_ms = int(request_ttl_seconds * 1000)
+        self._heartbeat_seconds = heartbeat_seconds
+        self._node_ttl_ms = int(node_ttl_seconds * 1000)
+        self._probe_seconds = probe_seconds
+        self._probe_timeout = probe_timeout_seconds
+        self._command_timeout = command_timeout_seconds
+        self._max_pause = max_reconnect_pause_seconds
+        self._on_resync = on_resync
+        self._exit_process = exit_process
+        self._node_key = f"{prefix}node:{self.node_id}"
+        self._node_value = f"{os.getpid()}@{socket.gethostname()}"
+        self._node_channel = f"{prefix}ch:node:{self.node_id}"
+        self._control_channel = f"{prefix}ch:ctl"
+        # RESP2: RESP3 with hiredis leaks memory per push message (hiredis-py #235). No retries
+        # inside redis-py: a failure reaches this broker, which knows what to do about it.
+        commands = _connection(
+            url,
+            protocol=2,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=None,  # each round trip has a timeout of its own
+            socket_connect_timeout=command_timeout_seconds,
+            client_name=f"simbridge-{self.node_id}",
+        )
+        # The subscription's own connection, without a socket timeout: it waits for messages
+        # indefinitely (the probe finds one that went silent). This broker subscribes on it
+        # and reads it (redis-py's PubSub would resubscribe behind its back after a reconnect,
+        # and costs more CPU per message than the rest of receiving a frame).
+        self._subscriber = _connection(
+            url,
+            protocol=2,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=None,
+            socket_connect_timeout=command_timeout_seconds,
+            socket_keepalive=True,
+            client_name=f"simbridge-sub-{self.node_id}",
+        )
+        self._redis = _Batcher(commands, command_timeout_seconds)
+        self._hub: Hub | None = None
+        self._on_control: ControlHandler | None = None
+        self._claims: dict[int, _Claim] = {}  # the latest claim of each device held here
+        self._unreleased: dict[int, int] = {}  # releases Redis missed, sent again at resync
+        self._sending: dict[int, deque[str]] = {}  # frames for devices whose socket is behind
+        self._controls: asyncio.Queue[Control] = asyncio.Queue()
+        self._subscribed = asyncio.Event()
+        self._read_scope: asyncio.Timeout | None = None
+        self._resync_lock = asyncio.Lock()
+        self._resync_owed = False
+        self._serving = False
+        self._probe_nonce = 0
+        self._probe_heard = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self, hub: Hub, on_control: ControlHandler) -> None:
+        """Subscribe and start the heartbeat and the probe. When Redis cannot be reached within
+        the command timeout, serve anyway: this process's own sockets work, and the node
+        joins the others (resync, `on_resync`) as soon as Redis answers."""
+        self._hub = hub
+        self._on_control = on_control
+        for loop in (self._listen(), self._heartbeat(), self._probe()):
+            task = asyncio.create_task(loop)
+            task.add_done_callback(self._exit_if_died)
+            self._tasks.append(task)
+        self._spawn(self._apply_controls())
+        try:
+            async with asyncio.timeout(self._command_timeout):
+                await self._subscribed.wait()
+        except TimeoutError:
+            log.error("Redis is unreachable: serving this process's own sockets until it is back")
+        self._serving = True
+
+    async def stop(self) -> None:
+        """Stop listening, then give up in Redis what this node holds: its devices and its key,
+        so that every other node sees them offline at once."""
+        tasks = self._tasks + list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        releases = [
+            self._release(device, claim.settled_gen()) for device, claim in self._claims.items()
+        ]
+        try:
+            await asyncio.gather(*releases, self._redis.call("DEL", self._node_key))
+        except BrokerUnavailable as exc:
+            log.warning("could not release this node's devices (%s): they expire with its key", exc)
+        self._claims.clear()
+        await self._redis.close()
+        await self._subscriber.disconnect()
+
+    async def check(self) -> bool:
+        """Whether Redis answers and this node is subscribed (for the health endpoint)."""
+        try:
+            await self._redis.call("PING")
+        except BrokerUnavailable:
+            return False
+        return self._subscribed.is_set()
+
+    # --- ownership --------------------------------------------------------------------------
+    async def claim(self, device_id: int) -> None:
+        """Own the device here with a new generation; the node that held it, if alive, closes
+        its socket with 4000. Raises `BrokerUnavailable` if Redis cannot be reached (the socket
+        stays here, and is claimed again at the next resync unless released before)."""
+        session = self._started_hub().session_of(device_id)
+        if session is None:
+            return  # its socket is gone already
+        self._unreleased.pop(device_id, None)
+        gen = self._redis.evalsha(
+            "CLAIM",
+            [self._device_key(device_id), f"{self._prefix}gen"],
+            self._prefix,
+            self.node_id,
+            device_id,
+        )
+        self._claims[device_id] = _Claim(session, gen)
+        await asyncio.shield(gen)  # a cancelled handshake must not lose the generation
+
+    async def release(self, device_id: int) -> None:
+        """Give up the device's ownership unless it is no longer this node's (compare on node
+        and generation), or a newer socket of the device is here."""
+        if self._started_hub().holds(device_id):
+            return
+        claim = self._claims.pop(device_id, None)
+        if claim is not None:
+            await self._release(device_id, claim.settled_gen())
+
+    async def _release(self, device_id: int, gen: int) -> None:
+        try:
+            await self._redis.evalsha("RELEASE", [self._device_key(device_id)], self.node_id, gen)
+        except BrokerUnavailable:
+            self._unreleased[device_id] = gen
+
+    # --- delivery and presence --------------------------------------------------------------
+    async def deliver(self, device_id: int, frame: str) -> bool:
+        """Publish to the owner's node in one script call; False when no live node holds the
+        device or Redis cannot be reached."""
+        try:
+            receivers = await self._redis.evalsha(
+                "DELIVER",
+                [self._device_key(device_id)],
+                self._prefix,
+                self.node_id,
+                device_id,
+                frame,
+            )
+        except BrokerUnavailable:
+            return False
+        return bool(receivers)
+
+    async def online(self, device_ids: Iterable[int]) -> set[int]:
+        """Those live here, and, in one script call, those live on other nodes (only those
+        here while Redis cannot be reached)."""
+        wanted = list(device_ids)
+        here = self._started_hub().online(wanted)
+        elsewhere = [device_id for device_id in wanted if device_id not in here]
+        if not elsewhere:
+            return here
+        keys = [self._device_key(device_id) for device_id in elsewhere]
+        try:
+            flags = await self._redis.evalsha("ONLINE", keys, self._prefix, self.node_id)
+        except BrokerUnavailable:
+            return here
+        return here | {device_id for device_id, flag in zip(elsewhere, flags, strict=True) if flag}
+
+    # --- correlation ------------------------------------------------------------------------
+    async def remember_request(self, host_id: int, req_id: Any, client_id: int) -> None:
+        """As `OpenRequests.remember`, shared by every node, at most `PER_HOST` ids per host
+        (the oldest forgotten first).
+
+        Not awaited: it travels in the round trip of the delivery that follows, and reaches
+        Redis before it (commands go in the order issued), so the host's answer, which comes
+        after the delivery, finds it from any node. Lost while Redis cannot be reached."""
+        field = request_field(req_id)
+        if field is None:
+            return
+        now = self._now_ms()
+        remembered = self._redis.evalsha(
+            "REMEMBER",
+            [f"{self._prefix}req:{host_id}", f"{self._prefix}reqx:{host_id}"],
+            field,
+            client_id,
+            now,
+            now + self._request_ttl_ms,
+            PER_HOST,
+            self._request_ttl_ms,
+        )
+        remembered.add_done_callback(_log_lost_request)
+
+    async def asker(self, host_id: int, req_id: Any) -> int | None:
+        field = request_field(req_id)
+        if field is None:
+            return None
+        try:
+            entry = await self._redis.call("HGET", f"{self._prefix}req:{host_id}", field)
+        except BrokerUnavailable:
+            return None
+        if entry is None:
+            return None
+        client, _, expires = entry.partition(":")
+        if int(expires) <= self._now_ms() or int(client) == AMBIGUOUS:
+            return None
+        return int(client)
+
+    # --- control ----------------------------------------------------------------------------
+    async def broadcast(self, control: Control) -> None:
+        """Apply `control` here first, then publish it to every other node. Raises
+        `BrokerUnavailable` (after applying it here) if it could not be published."""
+        if self._on_control is None:
+            raise RuntimeError("RedisBroker.broadcast before start")
+        await self._on_control(control)
+        await self._redis.call(
+            "PUBLISH", self._control_channel, encode_control(self.node_id, control)
+        )
+
+    async def _apply_controls(self) -> None:
+        """Control messages from other nodes, one at a time, in the order they came."""
+        assert self._on_control is not None
+        while True:  # until stopped
+            control = await self._controls.get()
+            try:
+                await self._on_control(control)
+            except Exception:
+                log.exception("control message %r failed", control)
+
+    # --- listening --------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        """Subscribe, resync, then read until the subscription fails or the probe finds it
+        silent; then again, after a pause that grows while Redis stays unreachable."""
+        pause = MIN_RECONNECT_PAUSE
+        while True:  # until stopped
+            try:
+                async with asyncio.timeout(None) as self._read_scope:
+                    await self._subscribe()
+                    await self._resync(announce=self._serving)
+                    self._subscribed.set()
+                    pause = MIN_RECONNECT_PAUSE
+                    await self._read()
+            except TimeoutError:
+                log.warning(
+                    "node %s: the subscription went silent; subscribing again", self.node_id
+                )
+            except (BrokerUnavailable, *_UNAVAILABLE) as exc:
+                log.warning("node %s: subscription lost (%s); subscribing again", self.node_id, exc)
+            finally:
+                self._subscribed.clear()
+                self._read_scope = None
+                await self._subscriber.disconnect(nowait=True)  # the next round subscribes anew
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self._max_pause)
+
+    async def _subscribe(self) -> None:
+        """Connect and subscribe; returns once Redis confirmed both channels."""
+        subscriber = self._subscriber
+        command = ("SUBSCRIBE", self._node_channel, self._control_channel)
+        await subscriber.send_packed_command(_pack([command]), check_health=False)
+        confirmed = 0
+        while confirmed < 2:  # a message may come between the two confirmations
+            message = await subscriber.read_response(timeout=math.inf)
+            if message[0] == "subscribe":
+                confirmed += 1
+            else:
+                self._dispatch(message)
+
+    async def _read(self) -> None:
+        """Blocking reads, one message each (no polling)."""
+        subscriber = self._subscriber
+        while True:  # until the connection fails or the probe ends the read scope
+            self._dispatch(await subscriber.read_response(timeout=math.inf))
+
+    def _dispatch(self, message: list[str]) -> None:
+        """Never awaits: what may take time (a slow socket, closing one) runs in a task."""
+        try:
+            kind, channel, data = message
+            if kind != "message":
+                return
+            if channel == self._control_channel:
+                node, control = decode_control(data)
+                if node != self.node_id:
+                    self._controls.put_nowait(control)
+                return
+            head, _, rest = data.partition(":")
+            kind = head[:1]
+            if kind == "f":
+                gen, _, frame = rest.partition(":")
+                self._on_frame(int(head[1:]), int(gen), frame)
+            elif kind == "r":
+                self._on_replaced(int(head[1:]), int(rest))
+            elif kind == "p" and head[1:] == str(self._probe_nonce):
+                self._probe_heard.set()
+        except (ValueError, KeyError, TypeError):
+            log.error("malformed message ignored: %.200r", message)
+
+    def _on_frame(self, device_id: int, gen: int, frame: str) -> None:
+        """Hand the frame to the device's socket here, in order, without waiting on it."""
+        claim = self._claims.get(device_id)
+        if claim is not None and gen < claim.settled_gen():
+            return  # routed to a socket of the device that a newer one here has replaced
+        queue = self._sending.get(device_id)
+        if queue is not None:
+            if len(queue) < MAX_QUEUED_FRAMES:
+                queue.append(frame)
+            return
+        session = self._started_hub().session_of(device_id)
+        if session is None or session.conn.send_now(frame):
+            return  # gone meanwhile, or sent: the common case, without a task (as in Hub.send)
+        self._sending[device_id] = deque([frame])
+        self._spawn(self._drain(device_id))
+
+    async def _drain(self, device_id: int) -> None:
+        """Send a device's queued frames one by one; a socket that stopped reading is aborted
+        by the hub after its send timeout, and the rest then go nowhere at once."""
+        queue = self._sending[device_id]
+        try:
+            while queue:  # bounded by what was queued, each send by the hub's send timeout
+                await self._started_hub().send(device_id, queue[0])
+                queue.popleft()
+        finally:
+            del self._sending[device_id]
+
+    def _on_replaced(self, device_id: int, gen: int) -> None:
+        claim = self._claims.get(device_id)
+        if claim is not None:
+            self._spawn(self._yield_if_older(device_id, claim, gen))
+
+    async def _yield_if_older(self, device_id: int, claim: _Claim, gen: int) -> None:
+        """Another node claimed the device with `gen`: close the socket here with 4000 unless
+        it was claimed after that (its claim's answer may still be on its way)."""
+        try:
+            here = await asyncio.shield(claim.gen)
+        except BrokerUnavailable:
+            here = 0
+        if here < gen:
+            await self._give_up(device_id, claim)
+
+    async def _give_up(self, device_id: int, claim: _Claim) -> None:
+        """The device is another node's now: close the socket of that claim with 4000 (not a
+        newer socket of the device here: its own claim is on its way)."""
+        if self._claims.get(device_id) is not claim:
+            return
+        del self._claims[device_id]
+        hub = self._started_hub()
+        if hub.session_of(device_id) is claim.session:
+            await hub.close_matching([claim.session], CLOSE_REPLACED, "replaced")
+
+    # --- staying in sync --------------------------------------------------------------------
+    async def _resync(self, announce: bool) -> None:
+        """Make Redis agree with this node again: its key, the claims of the sockets it holds
+        (a device now owned by another live node is closed here with 4000), the releases Redis
+        missed. Then `on_resync`, so the runtime flushes what broadcasts it may have missed."""
+        async with self._resync_lock:
+            await self._redis.load_scripts()
+            await self._redis.call("SET", self._node_key, self._node_value, "PX", self._node_ttl_ms)
+            hub = self._started_hub()
+            held = [
+                (device, claim)
+                for device, claim in self._claims.items()
+                if hub.session_of(device) is claim.session  # else a newer claim is on its way
+            ]
+            unreleased = list(self._unreleased.items())
+            gen_key = f"{self._prefix}gen"
+            gens = await asyncio.gather(
+                *(
+                    self._redis.evalsha(
+                        "RECLAIM",
+                        [self._device_key(device), gen_key],
+                        self._prefix,
+                        self.node_id,
+                        claim.settled_gen(),
+                    )
+                    for device, claim in held
+                ),
+                *(
+                    self._redis.evalsha("RELEASE", [self._device_key(device)], self.node_id, gen)
+                    for device, gen in unreleased
+                ),
+            )
+            for (device, claim), gen in zip(held, gens[: len(held)], strict=True):
+                if self._claims.get(device) is not claim:
+                    continue  # claimed again meanwhile: that claim is the newer one
+                if gen:
+                    self._claims[device] = _Claim(claim.session, _settled(gen))
+                else:
+                    self._spawn(self._give_up(device, claim))
+            for device, gen in unreleased:
+                if self._unreleased.get(device) == gen:
+                    del self._unreleased[device]
+            self._resync_owed = False
+            log.info("node %s resynced: %d sockets re-claimed", self.node_id, len(held))
+        if announce:  # in a task: frames keep flowing while the runtime checks its sessions
+            self._spawn(self._on_resync())
+
+    async def _heartbeat(self) -> None:
+        """Keep the node's key alive; finding it gone (Redis restarted, or this process was
+        paused past the TTL and others may have claimed its devices) means a resync."""
+        while True:  # until stopped
+            await asyncio.sleep(self._heartbeat_seconds)
+            try:
+                previous = await self._redis.call(
+                    "SET", self._node_key, self._node_value, "PX", self._node_ttl_ms, "GET"
+                )
+                if previous is None:
+                    log.warning("node %s: its key had expired; resyncing", self.node_id)
+                    self._resync_owed = True
+                if self._resync_owed and self._subscribed.is_set():
+                    await self._resync(announce=True)
+                await self._release_abandoned()
+            except BrokerUnavailable as exc:  # the next beat finds out whether the key survived
+                log.debug("heartbeat of node %s failed: %s", self.node_id, exc)
+
+    async def _release_abandoned(self) -> None:
+        """Release the devices whose socket the hub dropped without a release (a send that
+        timed out detaches it there), so that others do not see them online for long."""
+        hub = self._started_hub()
+        abandoned = [device for device in self._claims if not hub.holds(device)]
+        for device in abandoned:
+            log.info(
+                "node %s: device %s left without a release; releasing it", self.node_id, device
+            )
+        await asyncio.gather(*(self.release(device) for device in abandoned))
+
+    async def _probe(self) -> None:
+        """Publish to this node's own channel; a subscription that does not hear it within the
+        timeout (or that Redis does not count) is restarted."""
+        while True:  # until stopped
+            await asyncio.sleep(self._probe_seconds)
+            if not self._subscribed.is_set():
+                continue  # the listener is subscribing again already
+            self._probe_nonce += 1
+            self._probe_heard.clear()
+            try:
+                receivers = await self._redis.call(
+                    "PUBLISH", self._node_channel, f"p{self._probe_nonce}"
+                )
+            except BrokerUnavailable:
+                continue  # the listener finds out on its own connection
+            if receivers:
+                try:
+                    async with asyncio.timeout(self._probe_timeout):
+                        await self._probe_heard.wait()
+                    continue
+                except TimeoutError:
+                    pass
+            if self._subscribed.is_set() and self._read_scope is not None:  # still that one
+                self._read_scope.reschedule(asyncio.get_running_loop().time())
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _exit_if_died(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        log.critical(
+            "node %s: a broker task ended; exiting rather than serving deaf",
+            self.node_id,
+            exc_info=task.exception(),
+        )
+        self._exit_process(EXIT_LISTENER_DIED)
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("broker task failed", exc_info=task.exception())
+
+    def _device_key(self, device_id: int) -> str:
+        return f"{self._prefix}dev:{device_id}"
+
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
+
+    def _started_hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("RedisBroker used before start")
+        return self._hub
+
+
+def _log_lost_request(remembered: asyncio.Future[Any]) -> None:
+    if not remembered.cancelled() and remembered.exception() is not None:
+        log.debug("a request was not remembered: %s", remembered.exception())
+
+
+def _settled(gen: int) -> asyncio.Future[int]:
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    future.set_result(gen)
+    return future

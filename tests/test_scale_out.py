@@ -1,0 +1,189 @@
+"""Two real `simbridge serve` processes sharing Redis and PostgreSQL behave as one server
+(contract §10): a host on one process and its client on the other."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.helpers import (
+    Account,
+    Pair,
+    assert_closed_with,
+    assert_relays,
+    bearer,
+    eventually,
+    get_sims_command,
+    is_offline,
+    is_online,
+    make_account,
+    make_pair,
+    receive,
+    send,
+    socket,
+)
+from tests.processes import SIMBRIDGE_SERVE, ServerProcess, Servers
+from tests.redis_server import REDIS_URL, delete_keys, require_redis, unique_prefix
+
+pytestmark = pytest.mark.postgres
+
+NODE_TTL_SECONDS = 2.0  # a killed process's devices are offline everywhere within this
+WORKER_PAIRS = 8  # each socket lands on either worker: 8 pairs all on one has odds 2^-15
+
+
+@dataclass
+class Cluster:
+    a: ServerProcess
+    b: ServerProcess
+    http_a: httpx.AsyncClient
+    http_b: httpx.AsyncClient
+    alice: Account
+    pair: Pair
+
+
+@pytest.fixture
+async def cluster(servers: Servers, postgres_url: str) -> AsyncIterator[Cluster]:
+    await require_redis()
+    prefix = unique_prefix()
+    env = {
+        "DATABASE_URL": postgres_url,
+        "SIMBRIDGE_BROKER": "redis",
+        "REDIS_URL": REDIS_URL,
+        "SIMBRIDGE_REDIS_PREFIX": prefix,
+        "SIMBRIDGE_NODE_TTL_SECONDS": str(NODE_TTL_SECONDS),
+        "SIMBRIDGE_HEARTBEAT_SECONDS": "0.5",
+    }
+    a = await servers.start(**env)
+    b = await servers.start(**env)
+    try:
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=10) as http_a,
+            httpx.AsyncClient(base_url=b.url, timeout=10) as http_b,
+        ):
+            alice = await make_account(http_a, "alice")
+            yield Cluster(a, b, http_a, http_b, alice, await make_pair(http_a, alice))
+    finally:
+        await servers.stop_all()
+        await delete_keys(REDIS_URL, prefix)
+
+
+async def test_command_and_answer_cross_processes_both_ways(cluster: Cluster) -> None:
+    pair = cluster.pair
+    async with socket(cluster.a, pair.host) as host_ws, socket(cluster.b, pair.client) as client_ws:
+        await assert_relays(host_ws, client_ws, "cross-1")  # client on B -> host on A -> back
+    async with socket(cluster.b, pair.host) as host_ws, socket(cluster.a, pair.client) as client_ws:
+        await assert_relays(host_ws, client_ws, "cross-2")
+
+
+async def test_presence_and_rest_commands_through_either_process(cluster: Cluster) -> None:
+    pair = cluster.pair
+    async with socket(cluster.a, pair.host) as host_ws:
+        assert await is_online(cluster.http_a, pair.host)
+        assert await is_online(cluster.http_b, pair.host)
+        for http in (cluster.http_a, cluster.http_b):
+            reply = await http.get(
+                f"/sims?host_device_id={pair.host.id}", headers=cluster.alice.headers
+            )
+            assert reply.status_code == 200, reply.text
+            command = await receive(host_ws)
+            assert command == {
+                "type": "command",
+                "cmd": "GET_SIMS",
+                "req_id": reply.json()["req_id"],
+            }
+    assert await eventually(lambda: is_offline(cluster.http_b, pair.host))
+    reply = await cluster.http_b.get(
+        f"/sims?host_device_id={pair.host.id}", headers=cluster.alice.headers
+    )
+    assert reply.status_code == 503
+
+
+async def test_a_device_offline_elsewhere_is_target_offline(cluster: Cluster) -> None:
+    pair = cluster.pair
+    async with socket(cluster.b, pair.client) as client_ws:
+        await send(client_ws, get_sims_command("nobody-home"))
+        assert await receive(client_ws) == {
+            "error": "target_offline",
+            "target_device_id": pair.host.id,
+            "req_id": "nobody-home",
+        }
+
+
+async def test_a_socket_replaced_on_another_process_closes_with_4000(cluster: Cluster) -> None:
+    pair = cluster.pair
+    async with socket(cluster.a, pair.host) as old_host_ws:
+        async with (
+            socket(cluster.b, pair.host) as new_host_ws,
+            socket(cluster.a, pair.client) as client_ws,
+        ):
+            await assert_closed_with(old_host_ws, 4000, "replaced")
+            await assert_relays(new_host_ws, client_ws, "after-replace")
+
+
+async def test_logout_all_on_one_process_closes_sockets_on_the_other(cluster: Cluster) -> None:
+    pair = cluster.pair
+    async with socket(cluster.b, pair.client) as client_ws:
+        reply = await cluster.http_a.post("/auth/logout-all", headers=cluster.alice.headers)
+        assert reply.status_code == 200
+        await assert_closed_with(client_ws, 4001)
+        fresh = reply.json()["token"]
+        old = await cluster.http_b.get("/devices", headers=cluster.alice.headers)
+        new = await cluster.http_b.get("/devices", headers=bearer(fresh))
+        assert (old.status_code, new.status_code) == (401, 200)
+
+
+async def test_unpairing_on_one_process_stops_routing_on_the_other(cluster: Cluster) -> None:
+    pair = cluster.pair
+    async with socket(cluster.a, pair.host) as host_ws, socket(cluster.b, pair.client) as client_ws:
+        await assert_relays(host_ws, client_ws, "before-unpair")  # B caches the pairing
+        reply = await cluster.http_a.delete(
+            f"/pairings/{pair.pairing_id}", headers=cluster.alice.headers
+        )
+        assert reply.status_code == 200
+        await send(client_ws, get_sims_command("after-unpair"))
+        assert await receive(client_ws) == {"error": "no paired host"}
+
+
+async def test_a_killed_process_has_its_devices_offline_elsewhere(
+    cluster: Cluster, servers: Servers
+) -> None:
+    pair = cluster.pair
+    async with socket(cluster.a, pair.host):
+        assert await is_online(cluster.http_b, pair.host)
+        await servers.stop(cluster.a, signal.SIGKILL)
+        assert await eventually(lambda: is_offline(cluster.http_b, pair.host), NODE_TTL_SECONDS + 3)
+    async with socket(cluster.b, pair.host) as host_ws, socket(cluster.b, pair.client) as client_ws:
+        await assert_relays(host_ws, client_ws, "after-kill")
+
+
+async def test_two_workers_on_one_port_behave_as_one_server(
+    servers: Servers, postgres_url: str
+) -> None:
+    """Sanic hands each connection to either worker: pairs land across them by chance, and
+    every pair must relay."""
+    await require_redis()
+    prefix = unique_prefix()
+    try:
+        server = await servers.start(
+            (*SIMBRIDGE_SERVE, "--workers", "2"),
+            DATABASE_URL=postgres_url,
+            SIMBRIDGE_BROKER="redis",
+            REDIS_URL=REDIS_URL,
+            SIMBRIDGE_REDIS_PREFIX=prefix,
+        )
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            owner = await make_account(http, "workers")
+            pairs = [await make_pair(http, owner) for _ in range(WORKER_PAIRS)]
+        for index, pair in enumerate(pairs):
+            async with (
+                socket(server, pair.host) as host_ws,
+                socket(server, pair.client) as client_ws,
+            ):
+                await assert_relays(host_ws, client_ws, f"worker-pair-{index}")
+    finally:
+        await servers.stop_all()
+        await delete_keys(REDIS_URL, prefix)
