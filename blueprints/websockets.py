@@ -44,6 +44,7 @@ async def admit(request: Request) -> None:
         device_type,
         ctx.runtime.identities,
         ctx.runtime.hub,
+        ctx.runtime.broker,
     )
     SimBridgeProtocol.adopt(request)
 

@@ -10,7 +10,8 @@ SimBridgeError                      (status, message: the REST `detail`)
 ├── InvalidPairingCode   400        invalid, used or expired (one message for all three)
 ├── BadRequest           400        body not JSON / not an object
 ├── ValidationFailed     422        carries `errors`: [{"field", "message"}]
-└── HostOffline          503        the target host has no live WebSocket
+├── HostOffline          503        the target host has no live WebSocket
+└── RelayUnavailable     503        the other processes cannot be reached (Redis is away)
 """
 
 from __future__ import annotations
@@ -90,3 +91,11 @@ class ValidationFailed(SimBridgeError):
 class HostOffline(SimBridgeError):
     status = 503
     message = "Host device is offline"
+
+
+class RelayUnavailable(SimBridgeError):
+    status = 503
+    message = "The relay cannot reach its other processes now; try again shortly"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}

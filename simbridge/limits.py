@@ -35,6 +35,9 @@ class Limiter(Protocol):
     async def reset(self, key: str) -> None:
         """Forget every event of `key` (e.g. after a successful login)."""
 
+    async def close(self) -> None:
+        """Release connections (at shutdown)."""
+
 
 class MemoryLimiter:
     """A sliding log per key: the times of its last `count` events, nothing older."""
@@ -63,6 +66,9 @@ class MemoryLimiter:
     async def reset(self, key: str) -> None:
         self._events.pop(key, None)
         self._windows.pop(key, None)
+
+    async def close(self) -> None:
+        return None
 
     def _now(self) -> float:
         return self._clock().timestamp()

@@ -14,8 +14,9 @@ from simbridge.db import apply_migrations, start_orm, stop_orm
 from simbridge.db_locks import RETENTION, holding
 from simbridge.hub import Broker, Hub, make_broker
 from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
-from simbridge.limits import MemoryLimiter
+from simbridge.limits import Limiter, MemoryLimiter
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REMOVED, CLOSE_REVOKED
+from simbridge.redis_limiter import RedisLimiter
 from simbridge.services.admission import no_longer_admitted
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Guard
@@ -45,6 +46,7 @@ class Runtime:
     writer: MessageLogWriter
     relay: Relay
     guard: Guard
+    limiter: Limiter
     retention: RetentionTask
 
     @classmethod
@@ -69,6 +71,7 @@ class Runtime:
             await runtime.resync()
 
         broker = make_broker(settings, on_resync=resync)
+        limiter = _limiter(settings)
         runtime = cls(
             settings=settings,
             hub=hub,
@@ -77,7 +80,8 @@ class Runtime:
             identities=Identities(settings),
             writer=writer,
             relay=Relay(hub, broker, directory, writer, settings),
-            guard=Guard(MemoryLimiter(settings.clock), settings),
+            guard=Guard(limiter, settings),
+            limiter=limiter,
             retention=RetentionTask(
                 clock=settings.clock,
                 days=settings.retention_days,
@@ -124,5 +128,13 @@ class Runtime:
         """After the sockets: background tasks, the broker, the log (flushed), the database."""
         await self.retention.stop()
         await self.broker.stop()
+        await self.limiter.close()
         await self.writer.stop()
         await stop_orm()
+
+
+def _limiter(settings: Settings) -> Limiter:
+    """Rate limits shared by every process through Redis when the broker is Redis."""
+    if settings.broker == "redis":
+        return RedisLimiter(settings.redis_url, settings.redis_prefix, settings.clock)
+    return MemoryLimiter(settings.clock)

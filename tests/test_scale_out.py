@@ -3,23 +3,28 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import pytest
 
+from simbridge.config import Settings
 from tests.helpers import (
     Account,
     Pair,
     assert_closed_with,
     assert_relays,
+    assert_too_many,
     bearer,
     eventually,
     get_sims_command,
+    handshake,
     is_offline,
     is_online,
+    login,
     make_account,
     make_pair,
     receive,
@@ -27,11 +32,18 @@ from tests.helpers import (
     socket,
 )
 from tests.processes import SIMBRIDGE_SERVE, ServerProcess, Servers
-from tests.redis_server import REDIS_URL, delete_keys, require_redis, unique_prefix
+from tests.redis_server import (
+    REDIS_URL,
+    delete_keys,
+    private_redis,
+    require_redis,
+    unique_prefix,
+)
 
 pytestmark = pytest.mark.postgres
 
 NODE_TTL_SECONDS = 2.0  # a killed process's devices are offline everywhere within this
+REDIS_RETURN_SECONDS = 15.0  # the issue's bound for routing across to resume
 WORKER_PAIRS = 8  # each socket lands on either worker: 8 pairs all on one has odds 2^-15
 
 
@@ -187,3 +199,89 @@ async def test_two_workers_on_one_port_behave_as_one_server(
     finally:
         await servers.stop_all()
         await delete_keys(REDIS_URL, prefix)
+
+
+async def test_while_redis_is_away_each_process_serves_its_own_sockets(
+    servers: Servers, postgres_url: str
+) -> None:
+    """Redis stops: /health is 503 and new sockets are refused, sockets of one process still
+    relay between themselves, a frame for the other process is target_offline; a revocation
+    made meanwhile still closes its socket once Redis is back, and routing across resumes."""
+    async with private_redis() as redis:
+        env = {
+            "DATABASE_URL": postgres_url,
+            "SIMBRIDGE_BROKER": "redis",
+            "REDIS_URL": redis.url,
+            "SIMBRIDGE_NODE_TTL_SECONDS": str(NODE_TTL_SECONDS),
+            "SIMBRIDGE_HEARTBEAT_SECONDS": "0.5",
+        }
+        a, b = await servers.start(**env), await servers.start(**env)
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=10) as http_a,
+            httpx.AsyncClient(base_url=b.url, timeout=10) as http_b,
+        ):
+            alice = await make_account(http_a, "alice")
+            local, across = await make_pair(http_a, alice), await make_pair(http_a, alice)
+            async with (
+                socket(a, local.host) as local_host,
+                socket(a, local.client) as local_client,
+                socket(a, across.host) as across_host,
+                socket(b, across.client) as across_client,
+            ):
+                await assert_relays(across_host, across_client, "before")
+                redis.stop()
+
+                assert await eventually(lambda: health_is(http_a, 503))
+                assert await eventually(lambda: health_is(http_b, 503))
+                refused = await handshake(b, local.client, alice.token)
+                assert refused.status == 503
+                await assert_relays(local_host, local_client, "during")
+                await send(across_client, get_sims_command("during"))
+                reply = await receive(across_client)
+                assert reply["error"] == "target_offline"
+                logout = await http_a.post("/auth/logout-all", headers=alice.headers)
+                assert logout.status_code == 200
+                await assert_closed_with(local_client, 4001)  # on the process that revoked
+
+                await redis.start()
+
+                await assert_closed_with(across_client, 4001)  # found at resync on B
+                assert await eventually(lambda: health_is(http_b, 200), REDIS_RETURN_SECONDS)
+            fresh = Account(alice.username, alice.password, alice.user_id, logout.json()["token"])
+            host, client = replace(across.host, owner=fresh), replace(across.client, owner=fresh)
+            async with socket(a, host) as host_ws, socket(b, client) as client_ws:
+                await assert_relays(host_ws, client_ws, "after")
+
+
+async def health_is(http: httpx.AsyncClient, status: int) -> bool:
+    return (await http.get("/health")).status_code == status
+
+
+async def test_login_failures_on_either_process_count_against_one_limit(cluster: Cluster) -> None:
+    """Spreading a password guess over the processes does not multiply the attempts."""
+    failures = Settings().login_failures_per_username
+    for attempt in range(failures):
+        http = cluster.http_a if attempt % 2 else cluster.http_b
+        assert (await login(http, "alice", "wrong-password")).status_code == 401
+    assert_too_many(await login(cluster.http_a, "alice"))
+
+
+async def test_a_paused_process_resumes_without_two_owners_or_a_mass_close(
+    cluster: Cluster,
+) -> None:
+    """SIGSTOP past the node TTL, the client moves to the other process meanwhile, SIGCONT:
+    the paused process keeps its host, closes only the socket now owned elsewhere (4000)."""
+    pair, pid = cluster.pair, cluster.a.process.pid
+    async with socket(cluster.a, pair.host) as host_ws, socket(cluster.a, pair.client) as stale:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert await eventually(
+                lambda: is_offline(cluster.http_b, pair.host), NODE_TTL_SECONDS + 3
+            )
+            async with socket(cluster.b, pair.client) as client_ws:
+                os.kill(pid, signal.SIGCONT)
+                await assert_closed_with(stale, 4000)
+                assert await eventually(lambda: is_online(cluster.http_b, pair.host))
+                await assert_relays(host_ws, client_ws, "after-pause")
+        finally:
+            os.kill(pid, signal.SIGCONT)  # a no-op unless an assertion above failed

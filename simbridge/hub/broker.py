@@ -17,6 +17,11 @@ from simbridge.hub.local import Hub
 ControlHandler = Callable[[Control], Awaitable[None]]
 
 
+class BrokerUnavailable(Exception):
+    """The broker cannot reach the other processes now (Redis is away), so what needs them
+    cannot be done; what stays within this process still can."""
+
+
 class Broker(Protocol):
     async def start(self, hub: Hub, on_control: ControlHandler) -> None:
         """Serve this process's `hub`; every control message (from any process) goes to
@@ -49,3 +54,7 @@ class Broker(Protocol):
 
     async def check(self) -> bool:
         """Whether the broker can route between processes now (for `GET /health`)."""
+
+    def available(self) -> bool:
+        """Whether the other processes are reachable, as far as known without asking (a new
+        socket is refused while they are not: it could be neither claimed nor reached)."""

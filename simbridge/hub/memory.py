@@ -53,6 +53,9 @@ class MemoryBroker:
     async def check(self) -> bool:
         return True  # nothing outside this process to reach
 
+    def available(self) -> bool:
+        return True
+
     def _started_hub(self) -> Hub:
         if self._hub is None:
             raise RuntimeError("MemoryBroker used before start")

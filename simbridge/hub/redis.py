@@ -24,8 +24,6 @@ re-claims its sockets and tells the runtime (`on_resync`) to flush what it cache
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import math
 import os
@@ -33,21 +31,19 @@ import socket
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from simbridge.clock import Clock, utc_now
-from simbridge.hub.broker import ControlHandler
-from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
+from simbridge.hub.broker import BrokerUnavailable, ControlHandler
+from simbridge.hub.control import Control
 from simbridge.hub.local import Hub
-from simbridge.hub.open_requests import AMBIGUOUS, MAX_REQ_ID_LENGTH, PER_HOST
+from simbridge.hub.open_requests import AMBIGUOUS, PER_HOST
+from simbridge.hub.redis_commands import UNREACHABLE, CommandBatcher, connect_to, pack_commands
+from simbridge.hub.redis_messages import decode_control, encode_control, request_field
 from simbridge.hub.session import Session
 from simbridge.protocol import CLOSE_REPLACED
 
@@ -56,245 +52,7 @@ log = logging.getLogger("simbridge.hub.redis")
 EXIT_LISTENER_DIED = 70  # EX_SOFTWARE: a node that stopped listening must not go on serving
 MAX_QUEUED_FRAMES = 1000  # per device whose socket is behind; more are dropped (it is aborted soon)
 MIN_RECONNECT_PAUSE = 0.05
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-_INT_KEY_LIMIT = 10**MAX_REQ_ID_LENGTH  # integer ids with more digits are not correlated
-
-
-class BrokerUnavailable(Exception):
-    """Redis cannot be reached now, so what needs it cannot be done."""
-
-
-# --- scripts ----------------------------------------------------------------------------------
-# KEYS: dev, gen counter. ARGV: prefix, node, device. The old owner, if alive elsewhere, is told.
-CLAIM = """
-local previous = redis.call('HGET', KEYS[1], 'node')
-local gen = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'node', ARGV[2], 'gen', gen)
-if previous and previous ~= ARGV[2]
-   and redis.call('EXISTS', ARGV[1] .. 'node:' .. previous) == 1 then
-  redis.call('PUBLISH', ARGV[1] .. 'ch:node:' .. previous, 'r' .. ARGV[3] .. ':' .. gen)
-end
-return gen
-"""
-
-# KEYS: dev, gen counter. ARGV: prefix, node, gen held here (0: unconfirmed). Keeps a claim that
-# is still ours, takes back one that is missing or held by a dead node, and returns 0 (yield)
-# when another live node owns the device now.
-RECLAIM = """
-local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
-if owner[1] == ARGV[2] and owner[2] == ARGV[3] then return tonumber(ARGV[3]) end
-if owner[1] and owner[1] ~= ARGV[2]
-   and redis.call('EXISTS', ARGV[1] .. 'node:' .. owner[1]) == 1 then return 0 end
-local gen = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'node', ARGV[2], 'gen', gen)
-return gen
-"""
-
-# KEYS: dev. ARGV: node, gen (0: any of this node's, for a claim whose answer is not back yet;
-# commands reach Redis in the order issued, so that claim is the one found).
-RELEASE = """
-local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
-if owner[1] == ARGV[1] and (ARGV[2] == '0' or owner[2] == ARGV[2]) then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# KEYS: dev. ARGV: prefix, node (the caller), device, frame. Returns the receivers (0: offline).
-DELIVER = """
-local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
-if not owner[1] or owner[1] == ARGV[2]
-   or redis.call('EXISTS', ARGV[1] .. 'node:' .. owner[1]) == 0 then return 0 end
-return redis.call('PUBLISH', ARGV[1] .. 'ch:node:' .. owner[1],
-                  'f' .. ARGV[3] .. ':' .. owner[2] .. ':' .. ARGV[4])
-"""
-
-# KEYS: devs. ARGV: prefix, node (the caller: it knows its own devices). 1 per live device.
-ONLINE = """
-local alive, result = {}, {}
-for i, key in ipairs(KEYS) do
-  local node = redis.call('HGET', key, 'node')
-  result[i] = 0
-  if node and node ~= ARGV[2] then
-    if alive[node] == nil then
-      alive[node] = redis.call('EXISTS', ARGV[1] .. 'node:' .. node)
-    end
-    result[i] = alive[node]
-  end
-end
-return result
-"""
-
-# KEYS: req hash, expiry zset. ARGV: id, client, now ms, expiry ms, bound, ttl ms. A live entry
-# of another client makes the id ambiguous; expired entries and those past the bound go first.
-REMEMBER = """
-local client = ARGV[2]
-local previous = redis.call('HGET', KEYS[1], ARGV[1])
-if previous then
-  local sep = string.find(previous, ':', 1, true)
-  if tonumber(string.sub(previous, sep + 1)) > tonumber(ARGV[3])
-     and string.sub(previous, 1, sep - 1) ~= client then client = '__AMBIGUOUS__' end
-end
-redis.call('HSET', KEYS[1], ARGV[1], client .. ':' .. ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-local drop = math.max(redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[3]),
-                      redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]))
-if drop > 0 then
-  redis.call('HDEL', KEYS[1], unpack(redis.call('ZRANGE', KEYS[2], 0, drop - 1)))
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, drop - 1)
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-""".replace("__AMBIGUOUS__", str(AMBIGUOUS))
-
-SCRIPTS = {
-    "CLAIM": CLAIM,
-    "RECLAIM": RECLAIM,
-    "RELEASE": RELEASE,
-    "DELIVER": DELIVER,
-    "ONLINE": ONLINE,
-    "REMEMBER": REMEMBER,
-}
-SHA = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
-
-
-# --- sending commands -------------------------------------------------------------------------
-class _Batcher:
-    """Sends the commands issued in one event-loop turn in one write on one connection, one
-    batch in flight at a time: commands reach Redis in the order they were issued, and under
-    load one round trip carries many (measured: a frame sent to another node costs ~10 us of
-    the sender's CPU that way, ~100 us when each waits for its own round trip).
-
-    Every failure reaches the caller as `BrokerUnavailable`.
-    """
-
-    def __init__(self, connection: AbstractConnection, timeout: float) -> None:
-        self._connection = connection
-        self._timeout = timeout
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._in_flight: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def call(self, *args: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self._closed:
-            future.set_exception(BrokerUnavailable("the broker stopped"))
-            return future
-        self._queue.append((args, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
-        return future
-
-    def evalsha(self, script: str, keys: list[str], *args: Any) -> asyncio.Future[Any]:
-        return self.call("EVALSHA", SHA[script], len(keys), *keys, *args)
-
-    async def load_scripts(self) -> None:
-        await asyncio.gather(*(self.call("SCRIPT", "LOAD", src) for src in SCRIPTS.values()))
-
-    async def close(self) -> None:
-        """Stop sending; whoever still waits gets `BrokerUnavailable`."""
-        self._closed = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        for _, future in self._in_flight + self._queue:
-            if not future.done():
-                future.set_exception(BrokerUnavailable("the broker stopped"))
-        self._queue = []
-        await self._connection.disconnect()
-
-    async def _flush(self) -> None:
-        try:
-            while self._queue:  # ends after a round trip during which nothing was issued
-                self._in_flight, self._queue = self._queue, []
-                await self._send(self._in_flight)
-                self._in_flight = []
-        finally:
-            self._flusher = None
-
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._execute([args for args, _ in batch])
-            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            if missing:  # Redis restarted or its script cache was flushed: load, then again
-                scripts = [("SCRIPT", "LOAD", source) for source in SCRIPTS.values()]
-                again = await self._execute(scripts + [batch[i][0] for i in missing])
-                for i, result in zip(missing, again[len(scripts) :], strict=True):
-                    results[i] = result
-        except _UNAVAILABLE as exc:
-            results = [exc] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, (RedisError, OSError)):
-                future.set_exception(BrokerUnavailable(f"{type(result).__name__}: {result}"))
-            else:
-                future.set_result(result)
-
-    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """One write, then the replies in order (an error reply is returned, not raised). The
-        connection is this batcher's alone, and reconnects on the next write after a failure."""
-        connection = self._connection
-        try:
-            async with asyncio.timeout(self._timeout):  # one timer for the whole round trip
-                await connection.send_packed_command(_pack(commands), check_health=False)
-                results: list[Any] = []
-                for _ in commands:
-                    try:
-                        results.append(await connection.read_response(timeout=math.inf))
-                    except ResponseError as exc:
-                        results.append(exc)
-                return results
-        except BaseException:
-            await connection.disconnect(nowait=True)  # a reply may be half read: start afresh
-            raise
-
-
-# --- control messages -------------------------------------------------------------------------
-_CONTROLS: dict[str, Callable[..., Control]] = {
-    kind.__name__: kind for kind in (CloseSessions, ForgetPairings, ForgetUser)
-}
-
-
-def encode_control(node_id: str, control: Control) -> str:
-    """Plain JSON of the dataclass, with the sending node (which skips its own)."""
-    return json.dumps({"node": node_id, "kind": type(control).__name__, "fields": asdict(control)})
-
-
-def decode_control(text: str) -> tuple[str, Control]:
-    message = json.loads(text)
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in message["fields"].items()}
-    return message["node"], _CONTROLS[message["kind"]](**fields)
-
-
-def request_field(req_id: Any) -> str | None:
-    """`req_id` as a hash field (a string never collides with a number), or None when it cannot
-    be a key (as in `OpenRequests`; integers of more than 128 digits cannot either)."""
-    if isinstance(req_id, str):
-        return "s" + req_id if len(req_id) <= MAX_REQ_ID_LENGTH else None
-    if isinstance(req_id, int) and not isinstance(req_id, bool) and -_INT_KEY_LIMIT < req_id:
-        return "i" + str(req_id) if req_id < _INT_KEY_LIMIT else None
-    return None
-
-
-def _pack(commands: list[tuple[Any, ...]]) -> bytes:
-    """The commands in RESP, in one buffer (redis-py's general packer costs more CPU than the
-    rest of a round trip; these arguments are only strings and integers)."""
-    out = bytearray()
-    for args in commands:
-        out += b"*%d\r\n" % len(args)
-        for arg in args:
-            data = str(arg).encode()
-            out += b"$%d\r\n%b\r\n" % (len(data), data)
-    return bytes(out)
-
-
-def _connection(url: str, **options: Any) -> AbstractConnection:
-    """A connection of its own (no pool) to the Redis at `url`."""
-    kwargs: dict[str, Any] = {**parse_url(url), **options}
-    connection_class: type[AbstractConnection] = kwargs.pop("connection_class", Connection)
-    return connection_class(**kwargs)
+MAX_UNPUBLISHED_CONTROLS = 10_000  # kept while Redis is away; older ones are dropped first
 
 
 async def _nothing() -> None:
@@ -367,7 +125,7 @@ class RedisBroker:
         self._control_channel = f"{prefix}ch:ctl"
         # RESP2: RESP3 with hiredis leaks memory per push message (hiredis-py #235). No retries
         # inside redis-py: a failure reaches this broker, which knows what to do about it.
-        commands = _connection(
+        commands = connect_to(
             url,
             protocol=2,
             decode_responses=True,
@@ -380,7 +138,7 @@ class RedisBroker:
         # indefinitely (the probe finds one that went silent). This broker subscribes on it
         # and reads it (redis-py's PubSub would resubscribe behind its back after a reconnect,
         # and costs more CPU per message than the rest of receiving a frame).
-        self._subscriber = _connection(
+        self._subscriber = connect_to(
             url,
             protocol=2,
             decode_responses=True,
@@ -390,11 +148,12 @@ class RedisBroker:
             socket_keepalive=True,
             client_name=f"simbridge-sub-{self.node_id}",
         )
-        self._redis = _Batcher(commands, command_timeout_seconds)
+        self._redis = CommandBatcher(commands, command_timeout_seconds)
         self._hub: Hub | None = None
         self._on_control: ControlHandler | None = None
         self._claims: dict[int, _Claim] = {}  # the latest claim of each device held here
         self._unreleased: dict[int, int] = {}  # releases Redis missed, sent again at resync
+        self._unpublished: deque[str] = deque(maxlen=MAX_UNPUBLISHED_CONTROLS)  # likewise
         self._sending: dict[int, deque[str]] = {}  # frames for devices whose socket is behind
         self._controls: asyncio.Queue[Control] = asyncio.Queue()
         self._subscribed = asyncio.Event()
@@ -450,6 +209,10 @@ class RedisBroker:
             await self._redis.call("PING")
         except BrokerUnavailable:
             return False
+        return self._subscribed.is_set()
+
+    def available(self) -> bool:
+        """Subscribed: Redis answered since the subscription last failed."""
         return self._subscribed.is_set()
 
     # --- ownership --------------------------------------------------------------------------
@@ -559,14 +322,18 @@ class RedisBroker:
 
     # --- control ----------------------------------------------------------------------------
     async def broadcast(self, control: Control) -> None:
-        """Apply `control` here first, then publish it to every other node. Raises
-        `BrokerUnavailable` (after applying it here) if it could not be published."""
+        """Apply `control` here first, then publish it to every other node. While Redis cannot
+        be reached it is kept, and published at this node's next resync: a node cut off alone
+        must not leave the others acting on what it revoked (they may never resync)."""
         if self._on_control is None:
             raise RuntimeError("RedisBroker.broadcast before start")
         await self._on_control(control)
-        await self._redis.call(
-            "PUBLISH", self._control_channel, encode_control(self.node_id, control)
-        )
+        message = encode_control(self.node_id, control)
+        try:
+            await self._redis.call("PUBLISH", self._control_channel, message)
+        except BrokerUnavailable:
+            self._unpublished.append(message)  # bounded: the oldest go first
+            log.warning("node %s: control message kept until Redis is back", self.node_id)
 
     async def _apply_controls(self) -> None:
         """Control messages from other nodes, one at a time, in the order they came."""
@@ -595,7 +362,7 @@ class RedisBroker:
                 log.warning(
                     "node %s: the subscription went silent; subscribing again", self.node_id
                 )
-            except (BrokerUnavailable, *_UNAVAILABLE) as exc:
+            except (BrokerUnavailable, *UNREACHABLE) as exc:
                 log.warning("node %s: subscription lost (%s); subscribing again", self.node_id, exc)
             finally:
                 self._subscribed.clear()
@@ -608,7 +375,7 @@ class RedisBroker:
         """Connect and subscribe; returns once Redis confirmed both channels."""
         subscriber = self._subscriber
         command = ("SUBSCRIBE", self._node_channel, self._control_channel)
-        await subscriber.send_packed_command(_pack([command]), check_health=False)
+        await subscriber.send_packed_command(pack_commands([command]), check_health=False)
         confirmed = 0
         while confirmed < 2:  # a message may come between the two confirmations
             message = await subscriber.read_response(timeout=math.inf)
@@ -740,6 +507,9 @@ class RedisBroker:
             for device, gen in unreleased:
                 if self._unreleased.get(device) == gen:
                     del self._unreleased[device]
+            while self._unpublished:  # in order; one that fails again stays for the next resync
+                await self._redis.call("PUBLISH", self._control_channel, self._unpublished[0])
+                self._unpublished.popleft()
             self._resync_owed = False
             log.info("node %s resynced: %d sockets re-claimed", self.node_id, len(held))
         if announce:  # in a task: frames keep flowing while the runtime checks its sessions

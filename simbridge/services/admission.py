@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from simbridge.errors import TooManyRequests
-from simbridge.hub import Hub, Session
+from simbridge.errors import RelayUnavailable, TooManyRequests
+from simbridge.hub import Broker, Hub, Session
 from simbridge.models import Device, DeviceType
 from simbridge.protocol import CLOSE_REMOVED, CLOSE_REVOKED
 from simbridge.security import is_device_token
@@ -42,12 +42,17 @@ async def admit_socket(
     device_type: DeviceType,
     identities: Identities,
     hub: Hub,
+    broker: Broker,
 ) -> Admission:
     """Admit a handshake whose credential opens this device, on this path's type.
 
     A user token opens any of the user's devices (401 bad token, 404 not theirs, 403 other
-    type); a device token only its own device. Past the user's socket cap: 429.
+    type); a device token only its own device. Past the user's socket cap: 429. While the
+    broker cannot reach the other processes: 503 (the socket could be neither claimed nor
+    reached from them).
     """
+    if not broker.available():
+        raise RelayUnavailable()
     if token and is_device_token(token):
         device = await device_for_token(token, device_id, device_type)
         admission = Admission(device.user_id, device_type, None, device.device_token)

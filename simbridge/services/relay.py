@@ -16,6 +16,7 @@ from simbridge import protocol
 from simbridge.config import Settings
 from simbridge.errors import HostOffline
 from simbridge.hub import Broker, Connection, Hub, Session
+from simbridge.hub.broker import BrokerUnavailable
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
 from simbridge.protocol import COMMAND, EVENT, PING
@@ -86,7 +87,10 @@ class Relay:
         """Greet the socket, then make it the device's live connection, here and everywhere."""
         await session.conn.send(protocol.connected(session.device_id))
         await self._hub.attach(session)
-        await self._broker.claim(session.device_id)
+        try:
+            await self._broker.claim(session.device_id)
+        except BrokerUnavailable:  # Redis went away since admission: the broker claims it later
+            log.warning("device %s connected while the broker is unavailable", session.device_id)
         await mark_seen(session.device_id, self._clock)
 
     async def disconnect(self, session: Session) -> None:

@@ -22,7 +22,7 @@ ERROR_MEANINGS = {
     413: "Body larger than the configured limit",
     422: "A field is missing, of the wrong type or out of range (see `errors`)",
     429: "Too many attempts: wait the `Retry-After` seconds",
-    503: "The target host has no live WebSocket",
+    503: "The target host has no live WebSocket (or the relay cannot reach it now)",
 }
 
 

@@ -1,0 +1,102 @@
+"""The Lua scripts of `RedisBroker`: each does one thing atomically in Redis, in one round trip.
+
+Node keys are derived from the owner each script reads, so these need one Redis (not a Cluster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from simbridge.hub.open_requests import AMBIGUOUS
+
+# KEYS: dev, gen counter. ARGV: prefix, node, device. The old owner, if alive elsewhere, is told.
+CLAIM = """
+local previous = redis.call('HGET', KEYS[1], 'node')
+local gen = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'gen', gen)
+if previous and previous ~= ARGV[2]
+   and redis.call('EXISTS', ARGV[1] .. 'node:' .. previous) == 1 then
+  redis.call('PUBLISH', ARGV[1] .. 'ch:node:' .. previous, 'r' .. ARGV[3] .. ':' .. gen)
+end
+return gen
+"""
+
+# KEYS: dev, gen counter. ARGV: prefix, node, gen held here (0: unconfirmed). Keeps a claim that
+# is still ours, takes back one that is missing or held by a dead node, and returns 0 (yield)
+# when another live node owns the device now.
+RECLAIM = """
+local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
+if owner[1] == ARGV[2] and owner[2] == ARGV[3] then return tonumber(ARGV[3]) end
+if owner[1] and owner[1] ~= ARGV[2]
+   and redis.call('EXISTS', ARGV[1] .. 'node:' .. owner[1]) == 1 then return 0 end
+local gen = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'gen', gen)
+return gen
+"""
+
+# KEYS: dev. ARGV: node, gen (0: any of this node's, for a claim whose answer is not back yet;
+# commands reach Redis in the order issued, so that claim is the one found).
+RELEASE = """
+local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
+if owner[1] == ARGV[1] and (ARGV[2] == '0' or owner[2] == ARGV[2]) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: dev. ARGV: prefix, node (the caller), device, frame. Returns the receivers (0: offline).
+DELIVER = """
+local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
+if not owner[1] or owner[1] == ARGV[2]
+   or redis.call('EXISTS', ARGV[1] .. 'node:' .. owner[1]) == 0 then return 0 end
+return redis.call('PUBLISH', ARGV[1] .. 'ch:node:' .. owner[1],
+                  'f' .. ARGV[3] .. ':' .. owner[2] .. ':' .. ARGV[4])
+"""
+
+# KEYS: devs. ARGV: prefix, node (the caller: it knows its own devices). 1 per live device.
+ONLINE = """
+local alive, result = {}, {}
+for i, key in ipairs(KEYS) do
+  local node = redis.call('HGET', key, 'node')
+  result[i] = 0
+  if node and node ~= ARGV[2] then
+    if alive[node] == nil then
+      alive[node] = redis.call('EXISTS', ARGV[1] .. 'node:' .. node)
+    end
+    result[i] = alive[node]
+  end
+end
+return result
+"""
+
+# KEYS: req hash, expiry zset. ARGV: id, client, now ms, expiry ms, bound, ttl ms. A live entry
+# of another client makes the id ambiguous; expired entries and those past the bound go first.
+REMEMBER = """
+local client = ARGV[2]
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+if previous then
+  local sep = string.find(previous, ':', 1, true)
+  if tonumber(string.sub(previous, sep + 1)) > tonumber(ARGV[3])
+     and string.sub(previous, 1, sep - 1) ~= client then client = '__AMBIGUOUS__' end
+end
+redis.call('HSET', KEYS[1], ARGV[1], client .. ':' .. ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local drop = math.max(redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[3]),
+                      redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]))
+if drop > 0 then
+  redis.call('HDEL', KEYS[1], unpack(redis.call('ZRANGE', KEYS[2], 0, drop - 1)))
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, drop - 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+""".replace("__AMBIGUOUS__", str(AMBIGUOUS))
+
+SCRIPTS = {
+    "CLAIM": CLAIM,
+    "RECLAIM": RECLAIM,
+    "RELEASE": RELEASE,
+    "DELIVER": DELIVER,
+    "ONLINE": ONLINE,
+    "REMEMBER": REMEMBER,
+}
+SHA = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
