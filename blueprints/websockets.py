@@ -43,7 +43,6 @@ async def admit(request: Request) -> None:
         request.match_info["device_id"],
         device_type,
         ctx.runtime.identities,
-        ctx.runtime.hub,
         ctx.runtime.broker,
     )
     SimBridgeProtocol.adopt(request)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import os
 import socket as socket_module
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -224,14 +225,19 @@ async def is_offline(http: httpx.AsyncClient, device: Device) -> bool:
     return not await is_online(http, device)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = POLL_SECONDS) -> bool:
-    """Poll `check` until it is true (True) or `timeout` seconds have passed (False)."""
+async def eventually(check: Callable[[], Any], timeout: float = POLL_SECONDS) -> bool:
+    """Poll `check()` (awaiting what it returns, when awaitable) until it is true (True) or
+    `timeout` seconds have passed (False)."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
+    while True:  # until true or the deadline
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return True
         if asyncio.get_running_loop().time() >= deadline:
             return False
-        await asyncio.sleep(0.02)
-    return True
+        await asyncio.sleep(0.01)
 
 
 HISTORY_FIELDS = {"id", "from_device_id", "to_device_id", "msg_type", "payload", "created_at"}

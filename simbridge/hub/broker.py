@@ -34,6 +34,10 @@ class Broker(Protocol):
         """The device's live socket is now in this process (it was just attached to the hub);
         a socket of the device held by another process is closed there with 4000."""
 
+    async def has_room(self, user_id: int, device_id: int) -> bool:
+        """Whether the user may open one more socket, counting every process (replacing a
+        device's own socket does not count)."""
+
     async def release(self, device_id: int) -> None:
         """The device's socket here is gone (it was just detached from the hub)."""
 

@@ -30,6 +30,9 @@ class MemoryBroker:
     async def claim(self, device_id: int) -> None:
         return None  # the hub closed any older socket of the device: it can only be here
 
+    async def has_room(self, user_id: int, device_id: int) -> bool:
+        return self._started_hub().has_room(user_id, device_id)
+
     async def release(self, device_id: int) -> None:
         return None
 

@@ -102,6 +102,7 @@ class RedisBroker:
         probe_timeout_seconds: float = 2.0,
         command_timeout_seconds: float = 2.0,
         max_reconnect_pause_seconds: float = 1.0,
+        max_sockets_per_user: int = 50,
         on_resync: Callable[[], Awaitable[None]] = _nothing,
         exit_process: Callable[[int], None] = os._exit,
     ) -> None:
@@ -109,6 +110,7 @@ class RedisBroker:
             raise ValueError("the node TTL must be longer than the heartbeat interval")
         self.node_id = uuid.uuid4().hex
         self._prefix = prefix
+        self._max_sockets = max_sockets_per_user
         self._clock = clock
         self._request_ttl_ms = int(request_ttl_seconds * 1000)
         self._heartbeat_seconds = heartbeat_seconds
@@ -226,7 +228,7 @@ class RedisBroker:
         self._unreleased.pop(device_id, None)
         gen = self._redis.evalsha(
             "CLAIM",
-            [self._device_key(device_id), f"{self._prefix}gen"],
+            [self._device_key(device_id), f"{self._prefix}gen", self._user_key(session.user_id)],
             self._prefix,
             self.node_id,
             device_id,
@@ -248,6 +250,17 @@ class RedisBroker:
             await self._redis.evalsha("RELEASE", [self._device_key(device_id)], self.node_id, gen)
         except BrokerUnavailable:
             self._unreleased[device_id] = gen
+
+    async def has_room(self, user_id: int, device_id: int) -> bool:
+        """Whether the user has fewer than the cap of sockets for other devices, on every node
+        (this node's count alone while Redis cannot be reached)."""
+        try:
+            room = await self._redis.evalsha(
+                "ROOM", [self._user_key(user_id)], self._prefix, device_id, self._max_sockets
+            )
+        except BrokerUnavailable:
+            return self._started_hub().has_room(user_id, device_id)
+        return bool(room)
 
     # --- delivery and presence --------------------------------------------------------------
     async def deliver(self, device_id: int, frame: str) -> bool:
@@ -485,10 +498,11 @@ class RedisBroker:
                 *(
                     self._redis.evalsha(
                         "RECLAIM",
-                        [self._device_key(device), gen_key],
+                        [self._device_key(device), gen_key, self._user_key(claim.session.user_id)],
                         self._prefix,
                         self.node_id,
                         claim.settled_gen(),
+                        device,
                     )
                     for device, claim in held
                 ),
@@ -589,6 +603,9 @@ class RedisBroker:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("broker task failed", exc_info=task.exception())
+
+    def _user_key(self, user_id: int) -> str:
+        return f"{self._prefix}user:{user_id}"
 
     def _device_key(self, device_id: int) -> str:
         return f"{self._prefix}dev:{device_id}"

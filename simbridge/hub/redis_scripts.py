@@ -9,11 +9,13 @@ import hashlib
 
 from simbridge.hub.open_requests import AMBIGUOUS
 
-# KEYS: dev, gen counter. ARGV: prefix, node, device. The old owner, if alive elsewhere, is told.
+# KEYS: dev, gen counter, the user's devices. ARGV: prefix, node, device. The old owner, if alive
+# elsewhere, is told.
 CLAIM = """
 local previous = redis.call('HGET', KEYS[1], 'node')
 local gen = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'node', ARGV[2], 'gen', gen)
+redis.call('SADD', KEYS[3], ARGV[3])
 if previous and previous ~= ARGV[2]
    and redis.call('EXISTS', ARGV[1] .. 'node:' .. previous) == 1 then
   redis.call('PUBLISH', ARGV[1] .. 'ch:node:' .. previous, 'r' .. ARGV[3] .. ':' .. gen)
@@ -21,10 +23,11 @@ end
 return gen
 """
 
-# KEYS: dev, gen counter. ARGV: prefix, node, gen held here (0: unconfirmed). Keeps a claim that
-# is still ours, takes back one that is missing or held by a dead node, and returns 0 (yield)
-# when another live node owns the device now.
+# KEYS: dev, gen counter, the user's devices. ARGV: prefix, node, gen held here (0: unconfirmed),
+# device. Keeps a claim that is still ours, takes back one that is missing or held by a dead
+# node, and returns 0 (yield) when another live node owns the device now.
 RECLAIM = """
+redis.call('SADD', KEYS[3], ARGV[4])
 local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
 if owner[1] == ARGV[2] and owner[2] == ARGV[3] then return tonumber(ARGV[3]) end
 if owner[1] and owner[1] ~= ARGV[2]
@@ -91,6 +94,24 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 """.replace("__AMBIGUOUS__", str(AMBIGUOUS))
 
+# KEYS: the user's devices. ARGV: prefix, device, cap. 1 if fewer than `cap` of the user's other
+# devices are live on any node; devices no longer live leave the set here (lazily).
+ROOM = """
+local live = 0
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if member ~= ARGV[2] then
+    local node = redis.call('HGET', ARGV[1] .. 'dev:' .. member, 'node')
+    if node and redis.call('EXISTS', ARGV[1] .. 'node:' .. node) == 1 then
+      live = live + 1
+    else
+      redis.call('SREM', KEYS[1], member)
+    end
+  end
+end
+if live < tonumber(ARGV[3]) then return 1 end
+return 0
+"""
+
 SCRIPTS = {
     "CLAIM": CLAIM,
     "RECLAIM": RECLAIM,
@@ -98,5 +119,6 @@ SCRIPTS = {
     "DELIVER": DELIVER,
     "ONLINE": ONLINE,
     "REMEMBER": REMEMBER,
+    "ROOM": ROOM,
 }
 SHA = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}

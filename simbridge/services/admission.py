@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from simbridge.errors import RelayUnavailable, TooManyRequests
-from simbridge.hub import Broker, Hub, Session
+from simbridge.hub import Broker, Session
 from simbridge.models import Device, DeviceType
 from simbridge.protocol import CLOSE_REMOVED, CLOSE_REVOKED
 from simbridge.security import is_device_token
@@ -41,7 +41,6 @@ async def admit_socket(
     device_id: int,
     device_type: DeviceType,
     identities: Identities,
-    hub: Hub,
     broker: Broker,
 ) -> Admission:
     """Admit a handshake whose credential opens this device, on this path's type.
@@ -60,7 +59,7 @@ async def admit_socket(
         user, version = await identities.user_for_token(token)
         await owned_device(user, device_id, device_type)
         admission = Admission(user.id, device_type, version)
-    if not hub.has_room(admission.user_id, device_id):
+    if not await broker.has_room(admission.user_id, device_id):
         raise TooManyRequests(SOCKET_CAP_RETRY_SECONDS)
     return admission
 

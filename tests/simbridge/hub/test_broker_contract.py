@@ -22,6 +22,7 @@ from tests.redis_server import redis_backend
 from tests.simbridge.hub.test_local import new_session
 
 REQUEST_TTL_SECONDS = 600.0
+MAX_SOCKETS_PER_USER = 3
 
 BrokerFactory = Callable[[ManualClock], Broker]
 """Makes the broker of one node; the nodes of one factory share a backend."""
@@ -34,7 +35,9 @@ async def memory_backend() -> AsyncIterator[BrokerFactory]:
 
 BROKERS: dict[str, Callable[[], AbstractAsyncContextManager[BrokerFactory]]] = {
     "memory": memory_backend,
-    "redis": lambda: redis_backend(request_ttl_seconds=REQUEST_TTL_SECONDS),
+    "redis": lambda: redis_backend(
+        request_ttl_seconds=REQUEST_TTL_SECONDS, max_sockets_per_user=MAX_SOCKETS_PER_USER
+    ),
 }
 
 
@@ -72,7 +75,8 @@ class Node:
 async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
     async with BROKERS[request.param]() as make_broker:
         clock = ManualClock()
-        node = Node(Hub(send_timeout=0.05, max_sockets_per_user=10), make_broker(clock), clock)
+        hub = Hub(send_timeout=0.05, max_sockets_per_user=MAX_SOCKETS_PER_USER)
+        node = Node(hub, make_broker(clock), clock)
         await node.broker.start(node.hub, node.on_control)
         try:
             yield node
@@ -144,3 +148,13 @@ async def test_ids_that_cannot_be_keys_are_never_remembered(node: Node) -> None:
 async def test_a_broadcast_reaches_this_process_once(node: Node, control: Control) -> None:
     await node.broker.broadcast(control)
     assert node.controls == [control]
+
+
+async def test_the_socket_cap_counts_the_users_other_live_devices(node: Node) -> None:
+    for device_id in range(1, MAX_SOCKETS_PER_USER + 1):
+        await node.connect(device_id, user_id=7)
+    assert not await node.broker.has_room(7, 99)
+    assert await node.broker.has_room(7, 1)  # replacing a device's own socket
+    assert await node.broker.has_room(8, 99)  # another user
+    await node.disconnect(1)
+    assert await node.broker.has_room(7, 99)

@@ -9,12 +9,11 @@ private redis-server.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from simbridge.hub.control import CloseSessions, ForgetPairings, ForgetUser
 from simbridge.hub.redis_scripts import RELEASE, SCRIPTS
 from simbridge.protocol import CLOSE_REPLACED, CLOSE_TOO_SLOW
 from tests.fakes import FakeConnection
+from tests.helpers import eventually
 from tests.redis_server import (
     FAST,
     RedisBackend,
@@ -74,20 +74,6 @@ async def cluster() -> AsyncIterator[Cluster]:
             await cluster.stop()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 3.0) -> None:
-    """Wait until `check()` (or what it returns, when awaitable) is true; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:  # until true or the deadline
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"still false after {timeout}s: {check}")
-        await asyncio.sleep(0.01)
-
-
 class Counter:
     """An `on_resync` that counts."""
 
@@ -122,7 +108,7 @@ async def test_frames_reach_the_node_holding_the_device_in_order(cluster: Cluste
         assert await a.broker.deliver(1, frame)
     # in one event-loop turn: they travel in one pipeline
     assert all(await asyncio.gather(*(a.broker.deliver(1, frame) for frame in frames[100:])))
-    await eventually(lambda: len(conn.sent) == len(frames))
+    assert await eventually(lambda: len(conn.sent) == len(frames))
     assert conn.sent == frames
 
 
@@ -138,7 +124,7 @@ async def test_a_socket_behind_on_reading_keeps_its_order(cluster: Cluster) -> N
     conn = await b.connect(1, conn=Sluggish())
     frames = [str(n) for n in range(30)]
     assert all(await asyncio.gather(*(a.broker.deliver(1, frame) for frame in frames)))
-    await eventually(lambda: len(conn.sent) == len(frames))
+    assert await eventually(lambda: len(conn.sent) == len(frames))
     assert conn.sent == frames
 
 
@@ -149,11 +135,11 @@ async def test_a_stalled_socket_does_not_hold_up_frames_for_others(cluster: Clus
     for n in range(3):
         assert await a.broker.deliver(1, f"slow {n}")
     assert await a.broker.deliver(2, "fast")
-    await eventually(lambda: other.sent == ["fast"], timeout=SEND_TIMEOUT / 2)
+    assert await eventually(lambda: other.sent == ["fast"], timeout=SEND_TIMEOUT / 2)
     assert stalled.aborted_with is None  # still waiting on it
-    await eventually(lambda: stalled.aborted_with == (CLOSE_TOO_SLOW, "too slow"))
+    assert await eventually(lambda: stalled.aborted_with == (CLOSE_TOO_SLOW, "too slow"))
     # the hub dropped that socket without a release: the heartbeat releases it
-    await eventually(lambda: _offline(a, 1))
+    assert await eventually(lambda: _offline(a, 1))
 
 
 # --- ownership and presence -------------------------------------------------------------------
@@ -163,13 +149,13 @@ async def test_a_claim_elsewhere_closes_the_old_socket_and_its_late_release_chan
     a, b = await cluster.node(), await cluster.node()
     old = await a.connect(1)
     new = await b.connect(1)
-    await eventually(lambda: old.closed_with == (CLOSE_REPLACED, "replaced"))
+    assert await eventually(lambda: old.closed_with == (CLOSE_REPLACED, "replaced"))
     assert not a.hub.holds(1)
     await a.broker.release(1)  # the old socket's handler ends after the replacement
     for node in (a, b):
         assert await node.broker.online([1]) == {1}
     assert await a.broker.deliver(1, "to the new socket")
-    await eventually(lambda: new.sent == ["to the new socket"])
+    assert await eventually(lambda: new.sent == ["to the new socket"])
 
 
 async def test_a_stale_release_never_removes_a_newer_owner(cluster: Cluster) -> None:
@@ -180,8 +166,8 @@ async def test_a_stale_release_never_removes_a_newer_owner(cluster: Cluster) -> 
     redis = Redis.from_url(cluster.backend.url, protocol=2, decode_responses=True)
     try:
         await redis.set(f"{prefix}node:stale", "1", px=5000)
-        keys = [f"{prefix}dev:1", f"{prefix}gen"]
-        stale_gen = await redis.eval(SCRIPTS["CLAIM"], 2, *keys, prefix, "stale", 1)
+        keys = [f"{prefix}dev:1", f"{prefix}gen", f"{prefix}user:1"]
+        stale_gen = await redis.eval(SCRIPTS["CLAIM"], 3, *keys, prefix, "stale", 1)
         conn = await b.connect(1)
         assert await redis.eval(RELEASE, 1, keys[0], "stale", stale_gen) == 0
         assert await redis.hget(keys[0], "node") == b.broker.node_id
@@ -189,7 +175,7 @@ async def test_a_stale_release_never_removes_a_newer_owner(cluster: Cluster) -> 
         await redis.aclose()
     assert await c.broker.online([1]) == {1}
     assert await c.broker.deliver(1, "frame")
-    await eventually(lambda: conn.sent == ["frame"])
+    assert await eventually(lambda: conn.sent == ["frame"])
 
 
 async def test_every_node_sees_the_same_devices_online(cluster: Cluster) -> None:
@@ -201,6 +187,16 @@ async def test_every_node_sees_the_same_devices_online(cluster: Cluster) -> None
     await b.disconnect(2)
     for node in (a, b):
         assert await node.broker.online([1, 2, 3]) == {1}
+
+
+async def test_the_socket_cap_counts_sockets_on_every_node(cluster: Cluster) -> None:
+    a, b = await cluster.node(max_sockets_per_user=2), await cluster.node(max_sockets_per_user=2)
+    await a.connect(1, user_id=7)
+    await b.connect(2, user_id=7)
+    for node in (a, b):
+        assert not await node.broker.has_room(7, 3)
+    await b.disconnect(2)
+    assert await a.broker.has_room(7, 3)
 
 
 async def test_a_node_killed_without_closing_has_its_devices_offline_within_its_ttl(
@@ -221,7 +217,7 @@ async def test_a_node_killed_without_closing_has_its_devices_offline_within_its_
         finally:
             child.kill()
     killed = time.monotonic()
-    await eventually(lambda: _offline(b, 7), timeout=FAST["node_ttl_seconds"] + 1)
+    assert await eventually(lambda: _offline(b, 7), timeout=FAST["node_ttl_seconds"] + 1)
     assert time.monotonic() - killed <= FAST["node_ttl_seconds"] + 0.5
     assert not await b.broker.deliver(7, "frame")
 
@@ -273,8 +269,8 @@ async def test_a_node_that_lost_its_key_keeps_its_devices_and_yields_those_claim
     finally:
         await redis.aclose()
     await b.connect(1)  # the owner looks dead: nobody is told
-    await eventually(lambda: resyncs.count >= 1)
-    await eventually(lambda: moved.closed_with == (CLOSE_REPLACED, "replaced"))
+    assert await eventually(lambda: resyncs.count >= 1)
+    assert await eventually(lambda: moved.closed_with == (CLOSE_REPLACED, "replaced"))
     assert kept.closed_with is None
     assert await b.broker.online([1, 2]) == {1, 2}
 
@@ -285,7 +281,7 @@ async def test_a_request_remembered_on_one_node_is_answered_on_another(cluster: 
     host = await b.connect(10)
     await a.broker.remember_request(10, "r1", 2)  # as the relay does: remember, then deliver
     assert await a.broker.deliver(10, "command r1")
-    await eventually(lambda: host.sent == ["command r1"])
+    assert await eventually(lambda: host.sent == ["command r1"])
     assert await b.broker.asker(10, "r1") == 2  # the host answers on its own node
     await b.broker.remember_request(10, "r1", 3)  # another client, same id, on the other node
     assert await b.broker.asker(10, "r1") is None
@@ -299,14 +295,14 @@ async def test_a_broadcast_is_applied_once_on_every_node_first_on_the_sender(
     forget = ForgetUser(7)
     await a.broker.broadcast(forget)
     assert a.controls == [forget]
-    await eventually(lambda: b.controls == [forget])
+    assert await eventually(lambda: b.controls == [forget])
     close = CloseSessions(1, 4001, "revoked", device_id=2, credential="user", token_version_below=3)
     await b.broker.broadcast(close)
-    await eventually(lambda: a.controls == [forget, close])
+    assert await eventually(lambda: a.controls == [forget, close])
     pairings = ForgetPairings((1, 2))
     await a.broker.broadcast(pairings)
     # b heard its own `close` before `pairings` (one channel, in order) and skipped it
-    await eventually(lambda: b.controls[-1:] == [pairings])
+    assert await eventually(lambda: b.controls[-1:] == [pairings])
     assert b.controls == [forget, close, pairings]
     assert a.controls == [forget, close, pairings]
 
@@ -319,9 +315,9 @@ async def test_a_node_whose_subscription_is_killed_resyncs_and_is_reachable_agai
     a, b = await cluster.node(on_resync=resyncs), await cluster.node()
     conn = await a.connect(1)
     await kill_client(cluster.backend.url, subscriber_of(a))
-    await eventually(lambda: resyncs.count >= 1)
-    await eventually(lambda: b.broker.deliver(1, "after"))
-    await eventually(lambda: "after" in conn.sent)
+    assert await eventually(lambda: resyncs.count >= 1)
+    assert await eventually(lambda: b.broker.deliver(1, "after"))
+    assert await eventually(lambda: "after" in conn.sent)
     assert await b.broker.online([1]) == {1}
     assert await a.broker.check()
 
@@ -341,7 +337,7 @@ async def test_a_node_whose_subscription_goes_silent_subscribes_again(cluster: C
             await b.broker.deliver(1, "frame")  # lost while a's subscription is silent
             return bool(conn.sent)
 
-        await eventually(heard)
+        assert await eventually(heard)
         assert resyncs.count >= 1
     finally:
         await proxy.stop()
@@ -365,7 +361,7 @@ async def test_a_node_whose_listener_dies_exits(cluster: Cluster) -> None:
     await a.connect(1)
     hub.broken = True
     assert await b.broker.deliver(1, "frame")
-    await eventually(lambda: exits == [70])
+    assert await eventually(lambda: exits == [70])
 
 
 # --- Redis itself going away ------------------------------------------------------------------
@@ -391,13 +387,15 @@ async def test_while_redis_is_down_nodes_serve_locally_and_recover_when_it_is_ba
         assert b.controls == [ForgetUser(1)]  # applied here at once, published once Redis is back
 
         await server.start()  # the same port, empty
-        await eventually(lambda: b.broker.deliver(1, "after"))
-        await eventually(lambda: conn.sent == ["before", "after"])
+        assert await eventually(lambda: b.broker.deliver(1, "after"))
+        assert await eventually(lambda: conn.sent == ["before", "after"])
         assert resyncs.count >= 1
         # both nodes re-claimed their sockets (b's claim of 2 had failed)
-        await eventually(lambda: _online(a, [1, 2], {1, 2}))
+        assert await eventually(lambda: _online(a, [1, 2], {1, 2}))
         assert await a.broker.check()
-        await eventually(lambda: a.controls == [ForgetUser(1)])  # kept by b, sent at its resync
+        assert await eventually(
+            lambda: a.controls == [ForgetUser(1)]
+        )  # kept by b, sent at its resync
 
 
 async def test_a_node_started_while_redis_is_down_joins_when_it_is_up() -> None:
@@ -410,9 +408,9 @@ async def test_a_node_started_while_redis_is_down_joins_when_it_is_up() -> None:
         a = await cluster.node(on_resync=resyncs)  # waits one command timeout, then serves
         assert not await a.broker.check()
         await server.start()
-        await eventually(a.broker.check)
+        assert await eventually(a.broker.check)
         assert resyncs.count >= 1
         b = await cluster.node()
         conn = await b.connect(1)
         assert await a.broker.deliver(1, "frame")
-        await eventually(lambda: conn.sent == ["frame"])
+        assert await eventually(lambda: conn.sent == ["frame"])
