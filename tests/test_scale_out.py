@@ -273,6 +273,9 @@ async def test_a_paused_process_resumes_without_two_owners_or_a_mass_close(
     the paused process keeps its host, closes only the socket now owned elsewhere (4000)."""
     pair, pid = cluster.pair, cluster.a.process.pid
     async with socket(cluster.a, pair.host) as host_ws, socket(cluster.a, pair.client) as stale:
+        # the greeting goes out before the claim: pause only once both claims are in Redis
+        assert await eventually(lambda: is_online(cluster.http_b, pair.client))
+        assert await is_online(cluster.http_b, pair.host)
         os.kill(pid, signal.SIGSTOP)
         try:
             assert await eventually(

@@ -465,6 +465,9 @@ class RedisBroker:
             here = await asyncio.shield(claim.gen)
         except BrokerUnavailable:
             here = 0
+        current = self._claims.get(device_id)
+        if current is not None and current is not claim and current.session is claim.session:
+            claim, here = current, current.settled_gen()  # the same socket, re-claimed at a resync
         if here < gen:
             await self._give_up(device_id, claim)
 
