@@ -2,19 +2,22 @@
 
     python -m bench.run throughput            # or latency, connections, storm, rest, history,
                                               # login-stall, log-complete, soak
+    python -m bench.run cross-throughput      # scale-out (Redis broker): cross-throughput,
+                                              # cross-latency, workers, presence, reclaim,
+                                              # cross-soak, storm --split
     python -m bench.run all                   # every scenario, then a markdown table
     python -m bench.run all --quick           # small sizes: a smoke run
 
 Each scenario starts its own servers on 127.0.0.1 (SimBridge on a fresh SQLite file and, where
 it has a counterpart, the bare relay of bench/bare_relay.py), sets them up, measures, and stops
-them by PID. Progress goes to stderr. See bench/README.md for what each figure means.
+them by PID. The scale-out scenarios (bench/scaleout.py) start several SimBridge processes on
+one Redis. Progress goes to stderr. See bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import math
 import os
@@ -26,12 +29,20 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen
+from bench import loadgen, scaleout
+from bench.cluster import BACKGROUND, SHARED_REDIS_URL
+from bench.common import OTHER_CPU, Snapshot, wait_until_idle
+from bench.common import ge as _ge
+from bench.common import le as _le
+from bench.common import paced_phase as _paced_phase
+from bench.common import per as _per
+from bench.common import quiet_gc as _quiet_gc
+from bench.common import ratio as _ratio
+from bench.common import target as _target
 from bench.loadgen import (
     HttpConn,
     Paced,
@@ -43,7 +54,6 @@ from bench.loadgen import (
     open_ws,
 )
 from bench.servers import (
-    CLK_TCK,
     PASSWORD,
     REPO,
     Server,
@@ -61,6 +71,7 @@ from bench.servers import (
 )
 
 DESIGN_DOC_RT_PER_S = 110  # the design document's stack, as measured in issue 4
+STORM_TARGET_S = 0.5  # 1,000 hosts greeted (the scale-out issue; it was 1.5 s before)
 
 # Default sizes, and the --quick ones (a smoke run of every scenario in about 35 s).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -81,6 +92,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "sms_rate": 10.0,
         "reconnect_rate": 1.0,
     },
+    # scale-out (bench/scaleout.py): several processes on one Redis
+    "cross-throughput": {"pairs": 50, "window": 4, "warmup": 2.0, "seconds": 10.0},
+    "cross-latency": {"pairs": 10, "rate": 1000, "warmup": 1.0, "seconds": 10.0},
+    "workers": {"workers": 2, "pairs": 50, "window": 4, "warmup": 2.0, "seconds": 10.0},
+    "presence": {"hosts": 1000},
+    "reclaim": {"sockets": 1000, "down": 3.0},
+    "cross-soak": {
+        "pairs": 10,
+        "rate": 1000,
+        "warmup": 30.0,
+        "seconds": 100.0,
+        "sample_every": 5.0,
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "throughput": {"pairs": 10, "warmup": 0.2, "seconds": 0.5},
@@ -92,87 +116,22 @@ QUICK: dict[str, dict[str, Any]] = {
     "login-stall": {"bursts": 1, "baseline": 0.5},
     "log-complete": {"messages": 2000},
     "soak": {"warmup": 2.0, "seconds": 10.0, "sample_every": 1.0},
+    "cross-throughput": {"pairs": 10, "warmup": 0.2, "seconds": 0.5},
+    "cross-latency": {"warmup": 0.2, "seconds": 0.5},
+    "workers": {"pairs": 10, "warmup": 0.5, "seconds": 0.5},
+    "presence": {"hosts": 100},
+    "reclaim": {"sockets": 100, "down": 1.0},
+    "cross-soak": {"warmup": 2.0, "seconds": 10.0, "sample_every": 1.0},
 }
 SCENARIOS = list(DEFAULTS)
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds that processes spent on the machine (all cores, user + nice + system; not
-    interrupts, which the kernel does not charge to any process), from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system = (int(x) for x in fields[:3])
-    return (user + nice + system) / CLK_TCK
-
-
-@dataclass
-class Snapshot:
-    """Wall clock, server CPU, load generator CPU and the machine's CPU at one instant."""
-
-    wall: float
-    server_cpu: float
-    loadgen_cpu: float
-    machine_cpu: float
-
-    @classmethod
-    def take(cls, server: Server) -> Snapshot:
-        return cls(now(), server.cpu_seconds(), time.process_time(), machine_busy_seconds())
-
-    def since(self, start: Snapshot) -> tuple[float, float, float]:
-        wall = self.wall - start.wall
-        server = self.server_cpu - start.server_cpu
-        loadgen = self.loadgen_cpu - start.loadgen_cpu
-        other = self.machine_cpu - start.machine_cpu - server - loadgen
-        OTHER_CPU.append(100 * max(0.0, other) / wall if wall > 0 else 0.0)
-        return wall, server, loadgen
-
-
-# CPU % (of one core) that other processes used during each measured phase of this scenario
-OTHER_CPU: list[float] = []
-
-
-async def wait_until_idle(limit_seconds: float, busy_pct: float = 10.0, quiet: int = 3) -> float:
-    """Wait (bounded) until the rest of the machine used < `busy_pct` % of a core in each of
-    `quiet` consecutive seconds; returns the last figure measured."""
-    deadline = time.monotonic() + limit_seconds
-    calm = 0
-    while True:
-        before, t0 = machine_busy_seconds() - time.process_time(), now()
-        await asyncio.sleep(1.0)
-        used = machine_busy_seconds() - time.process_time() - before
-        pct = 100 * used / (now() - t0)
-        calm = calm + 1 if pct < busy_pct else 0
-        if calm >= quiet or time.monotonic() >= deadline:
-            return pct
-        if calm == 0:
-            log(f"machine busy ({pct:.0f} % of a core used by other processes); waiting")
-
-
-def _per(value: float, count: int, scale: float = 1e6) -> float | None:
-    return round(value / count * scale, 1) if count else None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return round(a / b, 3)
-
-
-def _target(name: str, measured: Any, target: str, ok: bool | None) -> dict[str, Any]:
-    return {"name": name, "measured": measured, "target": target, "ok": ok}
-
-
-def _le(value: float | None, limit: float) -> bool | None:
-    return None if value is None else value <= limit
-
-
-def _ge(value: float | None, limit: float) -> bool | None:
-    return None if value is None else value >= limit
-
-
-def _quiet_gc() -> None:
-    """Collect once and freeze what exists, so the load generator's GC pauses stay short."""
-    gc.collect()
-    gc.freeze()
+SCALE_OUT = list(scaleout.RUNNERS)
+# what `all` runs: every scenario, and the storm once more split over two processes
+ALL: list[tuple[str, dict[str, Any]]] = [
+    *((name, {}) for name in SCENARIOS if name not in SCALE_OUT),
+    *((name, {}) for name in SCALE_OUT if name != "cross-soak"),
+    ("storm", {"split": True}),
+    ("cross-soak", {}),
+]
 
 
 async def _open_pairs(server: Server, setup: Setup, opts: argparse.Namespace) -> list:
@@ -280,17 +239,6 @@ async def scenario_throughput(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- latency
-
-
-async def _paced_phase(conns: list, rate_msgs: float, warmup: float, seconds: float) -> Paced:
-    if warmup > 0:
-        warm = Paced(conns, rate_msgs / 2)
-        await warm.run(warmup)
-        await warm.settle(2.0)
-    load = Paced(conns, rate_msgs / 2)  # a round trip relays two messages
-    await load.run(seconds)
-    await load.settle(5.0)
-    return load
 
 
 async def scenario_latency(opts: argparse.Namespace) -> dict[str, Any]:
@@ -505,17 +453,33 @@ async def scenario_storm(opts: argparse.Namespace) -> dict[str, Any]:
         _target(
             f"{opts.hosts} hosts greeted (s)",
             sb["all_greeted_s"],
-            "<= 1.5",
-            ok and _le(sb["all_greeted_s"], 1.5),
+            f"<= {STORM_TARGET_S}",
+            ok and _le(sb["all_greeted_s"], STORM_TARGET_S),
         )
     ]
-    return {
-        "params": {"hosts": opts.hosts},
+    result = {
+        "params": {"hosts": opts.hosts, "split": opts.split},
         "simbridge": sb,
         "bare": bare,
         "ratio": ratio,
         "targets": targets,
     }
+    if opts.split:  # the same storm, split over two processes on one Redis, in the same run
+        split = await scaleout.storm_split(opts)
+        ok = split["greeted_count"] == opts.hosts and not split["failures"]
+        result["split"] = split
+        result["ratio"] = (ratio or {}) | {
+            "split_vs_one_process": _ratio(split["all_greeted_s"], sb["all_greeted_s"])
+        }
+        targets.append(
+            _target(
+                f"{opts.hosts} hosts greeted, split over two processes (s)",
+                split["all_greeted_s"],
+                f"<= {STORM_TARGET_S}",
+                ok and _le(split["all_greeted_s"], STORM_TARGET_S),
+            )
+        )
+    return result
 
 
 # --------------------------------------------------------------------------- rest
@@ -1026,6 +990,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "login-stall": scenario_login_stall,
     "log-complete": scenario_log_complete,
     "soak": scenario_soak,
+    **scaleout.RUNNERS,
 }
 
 
@@ -1080,6 +1045,8 @@ def _fmt(value: Any) -> str:
 def table_rows(result: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
     """(metric, SimBridge, bare relay, ratio) rows of one scenario's result. A row whose
     metric is also a target's name gets that target's columns in the table."""
+    if is_scale_out(result):
+        return scale_out_rows(result)
     sb, bare, name = result.get("simbridge") or {}, result.get("bare") or {}, result["scenario"]
 
     def get(d: dict, *path: str) -> Any:
@@ -1169,13 +1136,191 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
     return []
 
 
-def markdown_table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| scenario | metric | SimBridge | bare relay | ratio | target | met |",
-        "|---|---|---:|---:|---:|---|---|",
+HEADER = "| scenario | metric | SimBridge | bare relay | ratio | target | met |"
+SCALE_OUT_HEADER = "| scenario | metric | measured | one process | ratio | target | met |"
+
+
+def is_scale_out(result: dict[str, Any]) -> bool:
+    if result["scenario"] == "storm":
+        return bool((result.get("params") or {}).get("split"))
+    return result["scenario"] in SCALE_OUT
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _per_frame(leg: dict[str, Any]) -> str | None:
+    """`evalsha DELIVER 1, hget 0.5`: what MONITOR counted per frame (background left out)."""
+    counts = _get(leg, "monitor", "per_frame")
+    if not counts:
+        return None
+    shown = [
+        f"{name} {_fmt(n)}" for name, n in counts.items() if name.split()[0] not in BACKGROUND and n
     ]
+    return ", ".join(shown) or "none"
+
+
+def scale_out_rows(result: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """(metric, measured, one process, ratio) rows of a scale-out scenario: the measured column
+    is the two processes (or the workers), the reference one process with the memory broker."""
+    name, sb = result["scenario"], result.get("simbridge") or {}
+    one, same = result.get("one_process") or {}, result.get("same_process") or {}
+
+    def vs(label: str, a: Any, b: Any) -> tuple[str, Any, Any, Any]:
+        r = _ratio(a, b) if isinstance(a, int | float) and isinstance(b, int | float) else None
+        return (label, a, b, r)
+
+    def only(label: str, value: Any) -> tuple[str, Any, Any, Any]:
+        return (label, value, None, None)
+
+    def both(label: str, *path: str, leg: dict[str, Any] | None = None) -> tuple:
+        return vs(label, _get(sb if leg is None else leg, *path), _get(one, *path))
+
+    if name == "cross-throughput":
+        x, s = "cross_process_frame", "same_process_frame"
+        return [
+            both("round trips/s, cross-process", "round_trips_per_s"),
+            both("round trips/s, same process (Redis broker)", "round_trips_per_s", leg=same),
+            both("RTT p50 ms, cross-process", "rtt", "p50_ms"),
+            both("RTT p99 ms, cross-process", "rtt", "p99_ms"),
+            both("server CPU µs/msg, cross-process (A+B)", "server_cpu_us_per_msg"),
+            both("server CPU µs/msg, same process (A+B)", "server_cpu_us_per_msg", leg=same),
+            only(
+                "Redis CPU µs per cross-process frame", _get(sb, "redis", f"redis_cpu_us_per_{x}")
+            ),
+            only("Redis CPU % of a core, cross-process", _get(sb, "redis", "cpu_pct")),
+            only("Redis commands per cross-process frame", scaleout.commands_per_frame(sb, x)),
+            only("commands per cross-process frame, by name", _per_frame(sb)),
+            only("EVALSHA per cross-process frame (INFO)", _get(sb, "redis", f"evalsha_per_{x}")),
+            only(
+                "Redis read events (client writes) per cross-process frame",
+                _get(sb, "redis", f"read_events_per_{x}"),
+            ),
+            only("Redis commands per same-process frame", scaleout.commands_per_frame(same, s)),
+            only("commands per same-process frame, by name", _per_frame(same)),
+            only(
+                "Redis read events per same-process frame",
+                _get(same, "redis", f"read_events_per_{s}"),
+            ),
+        ]
+    if name == "cross-latency":
+        x = "cross_process_frame"
+        rows = [
+            both(f"one-way {q} ms, cross-process", "one_way", f"{q}_ms")
+            for q in ("p50", "p90", "p99", "max")
+        ]
+        return [
+            *rows,
+            both("one-way p50 ms, same process (Redis broker)", "one_way", "p50_ms", leg=same),
+            both("one-way p99 ms, same process (Redis broker)", "one_way", "p99_ms", leg=same),
+            both("RTT p99 ms, cross-process", "rtt", "p99_ms"),
+            only("one-way p50 added ms", _get(result, "added_ms", "p50")),
+            only("one-way p99 added ms", _get(result, "added_ms", "p99")),
+            both("server CPU µs/msg, cross-process (A+B)", "server_cpu_us_per_msg"),
+            only("Redis commands per cross-process frame", scaleout.commands_per_frame(sb, x)),
+            only(
+                "Redis read events (client writes) per cross-process frame",
+                _get(sb, "redis", f"read_events_per_{x}"),
+            ),
+            only(
+                "Redis CPU µs per cross-process frame", _get(sb, "redis", f"redis_cpu_us_per_{x}")
+            ),
+        ]
+    if name == "workers":
+        n = _get(result, "params", "workers")
+        return [
+            both(f"relayed msgs/s, {n} workers (Redis broker)", "relayed_msgs_per_s"),
+            both("RTT p50 ms", "rtt", "p50_ms"),
+            both("RTT p99 ms", "rtt", "p99_ms"),
+            both("server CPU µs/msg (every process)", "server_cpu_us_per_msg"),
+            both("server CPU % of a core (every process)", "server_cpu_pct"),
+            only("share of frames between workers", _get(sb, "cross_worker_share")),
+            only("Redis commands per frame", scaleout.commands_per_frame(sb, "frame")),
+            only("commands per frame, by name", _per_frame(sb)),
+            only("Redis CPU µs per frame", _get(sb, "redis", "redis_cpu_us_per_frame")),
+            only("Redis CPU % of a core", _get(sb, "redis", "cpu_pct")),
+        ]
+    if name == "presence":
+        return [
+            only(
+                f"{_get(sb, 'hosts')} hosts on A online on B after (s)", _get(sb, "online_on_b_s")
+            ),
+            only("first host offline on B after kill -9 (s)", _get(sb, "first_offline_s")),
+            only("presence expiry after kill -9 (s)", _get(sb, "all_offline_s")),
+        ]
+    if name == "reclaim":
+        n = _get(sb, "sockets")
+        return [
+            only("Redis down (s)", _get(sb, "down_s")),
+            only("Redis answering after its start (s)", _get(sb, "redis_up_s")),
+            only(
+                f"re-claim of {n} sockets after Redis returns (s)", _get(sb, "keys_back_after_up_s")
+            ),
+            only(
+                "all online on B, after Redis start (s)", _get(sb, "all_online_on_b_after_start_s")
+            ),
+            only("sockets dropped", _get(sb, "sockets_dropped")),
+        ]
+    if name == "storm":
+        split, hosts = result.get("split") or {}, _get(result, "params", "hosts")
+        return [
+            vs(
+                f"{hosts} hosts greeted, split over two processes (s)",
+                _get(split, "all_greeted_s"),
+                _get(sb, "all_greeted_s"),
+            ),
+            only(f"{hosts} hosts greeted (s)", _get(sb, "all_greeted_s")),
+            only("bare relay: all greeted (s)", _get(result, "bare", "all_greeted_s")),
+            vs(
+                "greeted p50 ms, split",
+                _get(split, "greeted", "p50_ms"),
+                _get(sb, "greeted", "p50_ms"),
+            ),
+            vs(
+                "server CPU µs/connect, split (A+B)",
+                _get(split, "server_cpu_us_per_connect"),
+                _get(sb, "server_cpu_us_per_connect"),
+            ),
+            only("Redis commands per connect", scaleout.commands_per_frame(split, "connect")),
+            only("commands per connect, by name", _per_frame(split)),
+            only("Redis CPU µs per connect", _get(split, "redis", "redis_cpu_us_per_connect")),
+        ]
+    if name == "cross-soak":
+        window = _fmt(_get(sb, "window_s"))
+        return [
+            only(
+                "RSS KiB of A, after warm-up / at end",
+                f"{_fmt(_get(sb, 'rss_a_start_kib'))} / {_fmt(_get(sb, 'rss_a_end_kib'))}",
+            ),
+            only(
+                "RSS KiB of B, after warm-up / at end",
+                f"{_fmt(_get(sb, 'rss_b_start_kib'))} / {_fmt(_get(sb, 'rss_b_end_kib'))}",
+            ),
+            only("RSS growth % of A", _get(sb, "rss_a_growth_pct")),
+            only("RSS growth % of B", _get(sb, "rss_b_growth_pct")),
+            only(
+                "RSS slope KiB/min, A / B",
+                " / ".join(_fmt(_get(sb, f"rss_{x}_slope_kib_per_min")) for x in "ab"),
+            ),
+            only(f"one-way p99 ms, first {window} s", _get(sb, "one_way_first", "p99_ms")),
+            only(f"one-way p99 ms, last {window} s", _get(sb, "one_way_last", "p99_ms")),
+            only("cross-process messages relayed", _get(sb, "relayed")),
+            only("Redis memory growth KiB", _get(sb, "redis", "used_memory_kib_delta")),
+        ]
+    return []
+
+
+def markdown_table(results: list[dict[str, Any]], header: str = HEADER) -> str:
+    lines = [header, "|---|---|---:|---:|---:|---|---|"]
     for result in results:
         name = result["scenario"]
+        if name == "storm" and (result.get("params") or {}).get("split"):
+            name = "storm --split"
         if "error" in result:
             lines.append(f"| {name} | error: {result['error']} | | | | | no |")
             continue
@@ -1241,9 +1386,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment for SimBridge (repeatable), e.g. SIMBRIDGE_LOG_LEVEL=WARNING",
     )
+    scale = parser.add_argument_group("scale-out (several processes on one Redis)")
+    scale.add_argument(
+        "--split",
+        action="store_true",
+        help="storm: also the same storm split over two processes (Redis broker), same run",
+    )
+    scale.add_argument(
+        "--redis",
+        default="private",
+        metavar="private|URL",
+        help="the Redis of the scale-out scenarios: a redis-server of the run's own, on a free "
+        "port (default: INFO commandstats and CPU are server-wide, so a shared server's other "
+        f"users would be counted), or a URL such as {SHARED_REDIS_URL} (keys under a prefix of "
+        "the run's own, deleted afterwards). `reclaim` always uses a private one",
+    )
+    scale.add_argument(
+        "--db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the database the processes share: one SQLite file (default) or a fresh "
+        "PostgreSQL database, dropped afterwards",
+    )
     sizes = parser.add_argument_group("sizes (defaults depend on the scenario and --quick)")
     for name in sorted({k for d in DEFAULTS.values() for k in d}):
-        floats = ("warmup", "seconds", "hold", "baseline", "rate", "sample_every")
+        floats = ("warmup", "seconds", "hold", "baseline", "rate", "sample_every", "down")
         kind = float if name in floats or name.endswith("_rate") else int
         sizes.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
     return parser.parse_args(argv)
@@ -1269,18 +1436,25 @@ def options_for(scenario: str, args: argparse.Namespace) -> argparse.Namespace:
         keep=args.keep,
         server_env=env,
         quick=args.quick,
+        split=args.split,
+        redis=args.redis,
+        db=args.db,
     )
 
 
-async def run_one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+async def run_one(
+    scenario: str, args: argparse.Namespace, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     opts = options_for(scenario, args)
-    log(f"--- {scenario} ---")
+    for name, value in (overrides or {}).items():
+        setattr(opts, name, value)
+    log(f"--- {scenario}{' --split' if scenario == 'storm' and opts.split else ''} ---")
     idle = await wait_until_idle(args.idle_wait) if args.idle_wait else None
     OTHER_CPU.clear()
     started = time.monotonic()
     try:
         # 600 s per scenario; the soak's own length comes on top
-        extra = opts.warmup + opts.seconds if scenario == "soak" else 0.0
+        extra = opts.warmup + opts.seconds if scenario in ("soak", "cross-soak") else 0.0
         result = await asyncio.wait_for(RUNNERS[scenario](opts), 600 + extra)
     except Exception as exc:  # noqa: BLE001 - one failed scenario must not hide the others
         result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
@@ -1302,10 +1476,10 @@ async def run_one(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
 
 async def amain(args: argparse.Namespace) -> int:
     raise_fd_limit()
-    scenarios = SCENARIOS if args.scenario == "all" else [args.scenario]
+    scenarios = ALL if args.scenario == "all" else [(args.scenario, {})]
     results = []
-    for scenario in scenarios:
-        result = await run_one(scenario, args)
+    for scenario, overrides in scenarios:
+        result = await run_one(scenario, args, overrides)
         if args.scenario != "all":
             result["machine"] = machine()
         print(json.dumps(result, ensure_ascii=False), flush=True)  # noqa: T201
@@ -1318,7 +1492,7 @@ async def amain(args: argparse.Namespace) -> int:
             f"Linux {info['kernel']}, Python {info['python']}; commit {info['commit']}; "
             f"{info['date']}; load generator client: {args.client}\n"
         )
-        print(markdown_table(results))  # noqa: T201
+        print_tables(results)
     return 1 if any("error" in r for r in results) else 0
 
 
@@ -1332,8 +1506,20 @@ def table_from_files(paths: list[str]) -> int:
     results = [r for r in results if r.get("scenario") in RUNNERS]
     if info:
         results = [{**r, "machine": r.get("machine") or info[-1]} for r in results]
-    print(markdown_table(results))  # noqa: T201
+    print_tables(results)
     return 0
+
+
+def print_tables(results: list[dict[str, Any]]) -> None:
+    """The table of the one-process scenarios, then that of the scale-out ones."""
+    single = [r for r in results if not is_scale_out(r)]
+    scale = [r for r in results if is_scale_out(r)]
+    if single:
+        print(markdown_table(single))  # noqa: T201
+    if single and scale:
+        print()  # noqa: T201
+    if scale:
+        print(markdown_table(scale, SCALE_OUT_HEADER))  # noqa: T201
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,10 +69,15 @@ class Server:
     log_path: Path
     db_path: Path | None = None
     stop_info: dict[str, Any] = field(default_factory=dict)
+    tree: bool = False  # a manager process with workers: CPU and memory of all of them
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def pids(self) -> list[int]:
+        """The server's process and, for a `tree`, every process below it."""
+        return [self.pid, *descendants(self.pid)] if self.tree else [self.pid]
 
     @property
     def http(self) -> tuple[str, int]:
@@ -82,16 +87,15 @@ class Server:
         return HttpConn("127.0.0.1", self.port)
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process, from /proc/<pid>/stat."""
-        raw = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = raw[raw.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """utime + stime of the server process (of each, for a `tree`), from /proc/<pid>/stat."""
+        if not self.tree:
+            return process_cpu_seconds(self.pid)
+        return sum(process_cpu_seconds(pid, missing=0.0) for pid in self.pids())
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        if not self.tree:
+            return process_rss_kib(self.pid)
+        return sum(process_rss_kib(pid, missing=0) for pid in self.pids())
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -119,6 +123,94 @@ class Server:
             "killed": killed,
         }
         return self.stop_info
+
+
+def process_cpu_seconds(pid: int, missing: float | None = None) -> float:
+    """utime + stime of one process, from /proc/<pid>/stat (`missing` if it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        if missing is None:
+            raise
+        return missing
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_rss_kib(pid: int, missing: int | None = None) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        if missing is None:
+            raise
+        return missing
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    if missing is None:
+        raise RuntimeError("no VmRSS")
+    return missing
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children of each of its threads, recursively)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < 1000:  # bounded
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(x) for x in task.read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def sockets_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections to local `port` each of `pids` holds (from
+    /proc/net/tcp and each process's fds): where the kernel put the sockets of a server with
+    several workers."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    counts: dict[int, int] = {}
+    for pid in pids:
+        found = 0
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                found += 1
+        counts[pid] = found
+    return counts
+
+
+@dataclass
+class Group:
+    """Several servers measured as one: CPU and memory summed."""
+
+    servers: list[Server]
+
+    def cpu_seconds(self) -> float:
+        return sum(server.cpu_seconds() for server in self.servers)
+
+    def rss_kib(self) -> int:
+        return sum(server.rss_kib() for server in self.servers)
 
 
 def _child_setup() -> None:
@@ -217,15 +309,21 @@ class Workdir:
         db_name: str = "simbridge.db",
         migrate_first: bool = False,
         port: int | None = None,
+        workers: int = 1,
     ) -> Server:
+        """With `workers` > 1, `simbridge serve --workers N`: a manager process and N workers
+        on one port (measured together: `Server.tree`)."""
         db_path = self.path / db_name
         env = simbridge_env(db_path, self.jwt_secret, bcrypt_rounds, extra_env or {})
         if migrate_first:
             migrate(self.path, env)
         port = port or free_port()
         args = ["-m", "simbridge", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if workers > 1:
+            args += ["--workers", str(workers)]
         server = _spawn("simbridge", args, env, self.path, port)
         server.db_path = db_path
+        server.tree = workers > 1
         self.servers.append(server)
         wait_ready(server)
         return server
