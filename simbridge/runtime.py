@@ -14,6 +14,7 @@ from simbridge.db import apply_migrations, start_orm, stop_orm
 from simbridge.db_locks import RETENTION, holding
 from simbridge.hub import Broker, Hub, make_broker
 from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
+from simbridge.hub.open_requests import OpenRequests
 from simbridge.limits import Limiter, MemoryLimiter
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REMOVED, CLOSE_REVOKED
 from simbridge.redis_limiter import RedisLimiter
@@ -57,7 +58,11 @@ class Runtime:
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         await start_orm(settings)
-        hub = Hub(settings.send_timeout_seconds, settings.max_sockets_per_user)
+        hub = Hub(
+            settings.send_timeout_seconds,
+            settings.max_sockets_per_user,
+            OpenRequests(settings.clock, settings.request_correlation_seconds),
+        )
         directory = PairingDirectory()
         writer = MessageLogWriter(
             store=SqliteLogStore(settings.sqlite_path) if settings.is_sqlite else OrmLogStore(),

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from simbridge.clock import ManualClock
 from simbridge.hub.redis import RedisBroker
 
 REDIS_URL = os.environ.get("SIMBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -79,10 +78,10 @@ class RedisBackend:
     prefix: str = field(default_factory=unique_prefix)
     defaults: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self, clock: ManualClock, **options: Any) -> RedisBroker:
+    def __call__(self, **options: Any) -> RedisBroker:
         url = options.pop("url", self.url)
         settings = FAST | self.defaults | options
-        return RedisBroker(url, prefix=self.prefix, clock=clock, **settings)
+        return RedisBroker(url, prefix=self.prefix, **settings)
 
 
 @asynccontextmanager

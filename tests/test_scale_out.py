@@ -10,12 +10,14 @@ from dataclasses import dataclass, replace
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from simbridge.config import Settings
 from tests.helpers import (
     Account,
     Pair,
     assert_closed_with,
+    assert_marker_arrives_next,
     assert_relays,
     assert_too_many,
     bearer,
@@ -26,9 +28,12 @@ from tests.helpers import (
     is_online,
     login,
     make_account,
+    make_device,
     make_pair,
+    pair_devices,
     receive,
     send,
+    sim_info_event,
     socket,
 )
 from tests.processes import SIMBRIDGE_SERVE, ServerProcess, Servers
@@ -89,6 +94,29 @@ async def test_command_and_answer_cross_processes_both_ways(cluster: Cluster) ->
         await assert_relays(host_ws, client_ws, "cross-1")  # client on B -> host on A -> back
     async with socket(cluster.b, pair.host) as host_ws, socket(cluster.a, pair.client) as client_ws:
         await assert_relays(host_ws, client_ws, "cross-2")
+
+
+async def test_an_answer_goes_to_the_client_that_asked_on_whichever_process(
+    cluster: Cluster,
+) -> None:
+    """The host's process remembers who asked (the command brought its asker along)."""
+    host, near = cluster.pair.host, cluster.pair.client
+    far = await make_device(cluster.http_a, cluster.alice, "client")
+    await pair_devices(cluster.http_a, cluster.alice, host, far)
+    async with (
+        socket(cluster.a, host) as host_ws,
+        socket(cluster.a, near) as near_ws,
+        socket(cluster.b, far) as far_ws,
+    ):
+        for asker_ws, other, other_ws, req_id in (
+            (far_ws, near, near_ws, "from-b"),
+            (near_ws, far, far_ws, "from-a"),
+        ):
+            await send(asker_ws, get_sims_command(req_id))
+            assert await receive(host_ws) == get_sims_command(req_id)
+            await send(host_ws, sim_info_event(req_id))
+            assert await receive(asker_ws) == sim_info_event(req_id)
+            await assert_marker_arrives_next(host_ws, other, other_ws)
 
 
 async def test_presence_and_rest_commands_through_either_process(cluster: Cluster) -> None:
@@ -251,6 +279,54 @@ async def test_while_redis_is_away_each_process_serves_its_own_sockets(
             host, client = replace(across.host, owner=fresh), replace(across.client, owner=fresh)
             async with socket(a, host) as host_ws, socket(b, client) as client_ws:
                 await assert_relays(host_ws, client_ws, "after")
+
+
+# What the heartbeat, the probe and this test send, beside the frames.
+BACKGROUND_COMMANDS = {"set", "publish", "ping", "info", "config|resetstat", "config", "client"}
+
+
+async def frame_commands(redis: Redis) -> dict[str, int]:
+    """Redis commands counted since the last CONFIG RESETSTAT, background left out (the
+    commands a script runs inside Redis are counted too)."""
+    stats = await redis.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): entry["calls"] for name, entry in stats.items()}
+    return {name: n for name, n in calls.items() if name not in BACKGROUND_COMMANDS}
+
+
+async def test_a_frame_costs_one_redis_command_across_processes_and_none_within_one(
+    servers: Servers, postgres_url: str
+) -> None:
+    round_trips = 20
+    async with private_redis() as server:
+        env = {"DATABASE_URL": postgres_url, "SIMBRIDGE_BROKER": "redis", "REDIS_URL": server.url}
+        a, b = await servers.start(**env), await servers.start(**env)
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=10) as http,
+            Redis.from_url(server.url, decode_responses=True) as redis,
+        ):
+            alice = await make_account(http, "alice")
+            local, across = await make_pair(http, alice), await make_pair(http, alice)
+            async with (
+                socket(a, local.host) as local_host,
+                socket(a, local.client) as local_client,
+                socket(a, across.host) as across_host,
+                socket(b, across.client) as across_client,
+            ):
+                await assert_relays(local_host, local_client, "warm-up")  # pairings cached
+                await assert_relays(across_host, across_client, "warm-up")
+                await redis.config_resetstat()
+                for n in range(round_trips):
+                    await assert_relays(local_host, local_client, f"local-{n}")
+                assert await frame_commands(redis) == {}
+                for n in range(round_trips):
+                    await assert_relays(across_host, across_client, f"across-{n}")
+                frames = 2 * round_trips  # a command and its answer each
+                # one EVALSHA (DELIVER) a frame; HMGET and EXISTS are its own, run inside Redis
+                assert await frame_commands(redis) == {
+                    "evalsha": frames,
+                    "hmget": frames,
+                    "exists": frames,
+                }
 
 
 async def health_is(http: httpx.AsyncClient, status: int) -> bool:

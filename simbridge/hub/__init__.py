@@ -22,11 +22,9 @@ def make_broker(settings: Settings, on_resync: Callable[[], Awaitable[None]]) ->
         return RedisBroker(
             settings.redis_url,
             prefix=settings.redis_prefix,
-            clock=settings.clock,
-            request_ttl_seconds=settings.request_correlation_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
             node_ttl_seconds=settings.node_ttl_seconds,
             max_sockets_per_user=settings.max_sockets_per_user,
             on_resync=on_resync,
         )
-    return MemoryBroker(settings.clock, settings.request_correlation_seconds)
+    return MemoryBroker()

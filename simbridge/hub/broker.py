@@ -1,6 +1,7 @@
 """The `Broker`: what crosses processes. The local `Hub` owns this process's sockets; the broker
-knows which devices are live anywhere, hands a frame to a device held by another process,
-remembers who asked each request, and carries control messages to every process.
+knows which devices are live anywhere, hands a frame to a device held by another process
+(with, for a command, who asked it: the host's process remembers that), and carries control
+messages to every process.
 
 `MemoryBroker` serves one process; a broker for several (Redis) implements the same interface,
 so nothing above it changes.
@@ -9,10 +10,11 @@ so nothing above it changes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from simbridge.hub.control import Control
 from simbridge.hub.local import Hub
+from simbridge.hub.open_requests import Asked
 
 ControlHandler = Callable[[Control], Awaitable[None]]
 
@@ -41,17 +43,12 @@ class Broker(Protocol):
     async def release(self, device_id: int) -> None:
         """The device's socket here is gone (it was just detached from the hub)."""
 
-    async def deliver(self, device_id: int, frame: str) -> bool:
-        """Hand `frame` to the device's socket in another process; False if it has none."""
+    async def deliver(self, device_id: int, frame: str, asked: Asked | None = None) -> bool:
+        """Hand `frame` to the device's socket in another process; False if it has none. A
+        command's `asked` is remembered there (`Hub.remember_request`) before it is sent."""
 
     async def online(self, device_ids: Iterable[int]) -> set[int]:
         """Those of `device_ids` that have a live socket in any process."""
-
-    async def remember_request(self, host_id: int, req_id: Any, client_id: int) -> None:
-        """`client_id` sent the host a command with `req_id`: its answers go back to it."""
-
-    async def asker(self, host_id: int, req_id: Any) -> int | None:
-        """The client that sent the host `req_id`, or None if unknown, expired or ambiguous."""
 
     async def broadcast(self, control: Control) -> None:
         """Deliver `control` to every process, this one included, once each."""

@@ -1,13 +1,15 @@
-"""The sockets of this process: the one registry of who is connected here, and how to hand
-each a frame."""
+"""The sockets of this process: the one registry of who is connected here, how to hand each a
+frame, and who asked each host here for each request."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from simbridge.hub.base import close_all, close_quietly
+from simbridge.hub.open_requests import OpenRequests
 from simbridge.hub.session import Session
 from simbridge.models import DeviceType
 from simbridge.protocol import CLOSE_REPLACED, CLOSE_TOO_SLOW
@@ -22,10 +24,17 @@ class Hub:
     the device's live one from `attach` until `detach` or until a newer socket of the device
     replaces it. A send that takes longer than `send_timeout` (a peer that stopped reading)
     aborts that socket, so a slow consumer can never stall the device sending to it.
+
+    The askers of the requests of a host are kept where its socket is: a command is handed to
+    the host here (by this process, or by the broker for a client elsewhere), so its answers,
+    which come from that same socket, find them without leaving this process.
     """
 
-    def __init__(self, send_timeout: float, max_sockets_per_user: int) -> None:
+    def __init__(
+        self, send_timeout: float, max_sockets_per_user: int, open_requests: OpenRequests
+    ) -> None:
         self._send_timeout = send_timeout
+        self._open_requests = open_requests
         self._max_sockets_per_user = max_sockets_per_user
         self._live: dict[int, Session] = {}
         self._by_user: dict[int, set[Session]] = {}
@@ -98,6 +107,15 @@ class Hub:
 
     def __len__(self) -> int:
         return self._count
+
+    # --- correlation ---------------------------------------------------------------------
+    def remember_request(self, host_id: int, req_id: Any, client_id: int) -> None:
+        """`client_id` sent the host a command with `req_id`: its answers go back to it."""
+        self._open_requests.remember(host_id, req_id, client_id)
+
+    def asker(self, host_id: int, req_id: Any) -> int | None:
+        """The client that sent the host `req_id`, or None if unknown, expired or ambiguous."""
+        return self._open_requests.asker(host_id, req_id)
 
     # --- sending -------------------------------------------------------------------------
     async def send(self, device_id: int, frame: str) -> bool:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from simbridge.clock import Clock
 from simbridge.hub.broker import ControlHandler
 from simbridge.hub.control import Control
 from simbridge.hub.local import Hub
-from simbridge.hub.open_requests import OpenRequests
+from simbridge.hub.open_requests import Asked
 
 
 class MemoryBroker:
     """The broker of a single process; start-up refuses more than one worker with it."""
 
-    def __init__(self, clock: Clock, request_ttl_seconds: float) -> None:
-        self._open_requests = OpenRequests(clock, request_ttl_seconds)
+    def __init__(self) -> None:
         self._hub: Hub | None = None
         self._on_control: ControlHandler | None = None
 
@@ -36,17 +33,11 @@ class MemoryBroker:
     async def release(self, device_id: int) -> None:
         return None
 
-    async def deliver(self, device_id: int, frame: str) -> bool:
+    async def deliver(self, device_id: int, frame: str, asked: Asked | None = None) -> bool:
         return False  # no other process
 
     async def online(self, device_ids: Iterable[int]) -> set[int]:
         return self._started_hub().online(device_ids)
-
-    async def remember_request(self, host_id: int, req_id: Any, client_id: int) -> None:
-        self._open_requests.remember(host_id, req_id, client_id)
-
-    async def asker(self, host_id: int, req_id: Any) -> int | None:
-        return self._open_requests.asker(host_id, req_id)
 
     async def broadcast(self, control: Control) -> None:
         if self._on_control is None:

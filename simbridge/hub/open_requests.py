@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 from simbridge.clock import Clock
 
 PER_HOST = 1024  # open requests remembered per host, oldest forgotten first
 MAX_REQ_ID_LENGTH = 128  # longer ids are relayed but not correlated
 AMBIGUOUS = -1  # two clients asked the same host with the same req_id: answer both
+
+
+class Asked(NamedTuple):
+    """A command's `req_id` and the client that sent it, carried with the command to the
+    process that holds the host."""
+
+    req_id: Any
+    client_id: int
 
 
 class OpenRequests:

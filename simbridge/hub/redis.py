@@ -10,15 +10,19 @@ Keys and channels (`p` is the prefix, `sb:` by default):
     p node:<nid>      STRING, PX node TTL     the node is alive (value: pid@host, for operators)
     p dev:<device>    HASH node, gen          owner of the device's live socket
     p gen             counter                 generations, increasing across all devices
-    p req:<host>      HASH rid -> client:exp  who asked the host each request id (exp in ms)
-    p reqx:<host>     ZSET rid by exp         the same ids by expiry, for the bound and cleanup
-    p ch:node:<nid>   channel                 f<device>:<gen>:<frame>, r<device>:<gen>, p<nonce>
+    p user:<user>     SET device ids          the user's devices that may be live (socket cap)
+    p ch:node:<nid>   channel                 f<device>:<gen>:<frame>, c<device>:<gen>:<command
+                                              with its asker>, r<device>:<gen>, p<nonce>
     p ch:ctl          channel                 control messages, JSON, for every node
 
 Scripts derive node keys from the owner they read, so this layout needs one Redis, not a
 Cluster. Pub/Sub is at-most-once: after the subscription is lost (reconnect, silent probe) or
 the node's key was (Redis restart, a paused process), the node resyncs: it sets its key again,
 re-claims its sockets and tells the runtime (`on_resync`) to flush what it cached.
+
+Who asked a host each request is not stored in Redis: a command travels to the host's node with
+its asker, and that node's hub remembers it (so a frame costs one Redis call, and a frame
+between two devices of one node none).
 """
 
 from __future__ import annotations
@@ -37,13 +41,17 @@ from typing import Any
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from simbridge.clock import Clock, utc_now
 from simbridge.hub.broker import BrokerUnavailable, ControlHandler
 from simbridge.hub.control import Control
 from simbridge.hub.local import Hub
-from simbridge.hub.open_requests import AMBIGUOUS, PER_HOST
+from simbridge.hub.open_requests import Asked
 from simbridge.hub.redis_commands import UNREACHABLE, CommandBatcher, connect_to, pack_commands
-from simbridge.hub.redis_messages import decode_control, encode_control, request_field
+from simbridge.hub.redis_messages import (
+    decode_command,
+    decode_control,
+    encode_command,
+    encode_control,
+)
 from simbridge.hub.session import Session
 from simbridge.protocol import CLOSE_REPLACED
 
@@ -94,8 +102,6 @@ class RedisBroker:
         url: str,
         *,
         prefix: str = "sb:",
-        clock: Clock = utc_now,
-        request_ttl_seconds: float = 600.0,
         heartbeat_seconds: float = 2.0,
         node_ttl_seconds: float = 7.0,
         probe_seconds: float = 5.0,
@@ -111,8 +117,6 @@ class RedisBroker:
         self.node_id = uuid.uuid4().hex
         self._prefix = prefix
         self._max_sockets = max_sockets_per_user
-        self._clock = clock
-        self._request_ttl_ms = int(request_ttl_seconds * 1000)
         self._heartbeat_seconds = heartbeat_seconds
         self._node_ttl_ms = int(node_ttl_seconds * 1000)
         self._probe_seconds = probe_seconds
@@ -263,9 +267,10 @@ class RedisBroker:
         return bool(room)
 
     # --- delivery and presence --------------------------------------------------------------
-    async def deliver(self, device_id: int, frame: str) -> bool:
+    async def deliver(self, device_id: int, frame: str, asked: Asked | None = None) -> bool:
         """Publish to the owner's node in one script call; False when no live node holds the
         device or Redis cannot be reached."""
+        kind, payload = ("f", frame) if asked is None else ("c", encode_command(frame, asked))
         try:
             receivers = await self._redis.evalsha(
                 "DELIVER",
@@ -273,7 +278,8 @@ class RedisBroker:
                 self._prefix,
                 self.node_id,
                 device_id,
-                frame,
+                kind,
+                payload,
             )
         except BrokerUnavailable:
             return False
@@ -293,45 +299,6 @@ class RedisBroker:
         except BrokerUnavailable:
             return here
         return here | {device_id for device_id, flag in zip(elsewhere, flags, strict=True) if flag}
-
-    # --- correlation ------------------------------------------------------------------------
-    async def remember_request(self, host_id: int, req_id: Any, client_id: int) -> None:
-        """As `OpenRequests.remember`, shared by every node, at most `PER_HOST` ids per host
-        (the oldest forgotten first).
-
-        Not awaited: it travels in the round trip of the delivery that follows, and reaches
-        Redis before it (commands go in the order issued), so the host's answer, which comes
-        after the delivery, finds it from any node. Lost while Redis cannot be reached."""
-        field = request_field(req_id)
-        if field is None:
-            return
-        now = self._now_ms()
-        remembered = self._redis.evalsha(
-            "REMEMBER",
-            [f"{self._prefix}req:{host_id}", f"{self._prefix}reqx:{host_id}"],
-            field,
-            client_id,
-            now,
-            now + self._request_ttl_ms,
-            PER_HOST,
-            self._request_ttl_ms,
-        )
-        remembered.add_done_callback(_log_lost_request)
-
-    async def asker(self, host_id: int, req_id: Any) -> int | None:
-        field = request_field(req_id)
-        if field is None:
-            return None
-        try:
-            entry = await self._redis.call("HGET", f"{self._prefix}req:{host_id}", field)
-        except BrokerUnavailable:
-            return None
-        if entry is None:
-            return None
-        client, _, expires = entry.partition(":")
-        if int(expires) <= self._now_ms() or int(client) == AMBIGUOUS:
-            return None
-        return int(client)
 
     # --- control ----------------------------------------------------------------------------
     async def broadcast(self, control: Control) -> None:
@@ -419,6 +386,10 @@ class RedisBroker:
             if kind == "f":
                 gen, _, frame = rest.partition(":")
                 self._on_frame(int(head[1:]), int(gen), frame)
+            elif kind == "c":
+                gen, _, command = rest.partition(":")
+                asked, frame = decode_command(command)
+                self._on_frame(int(head[1:]), int(gen), frame, asked)
             elif kind == "r":
                 self._on_replaced(int(head[1:]), int(rest))
             elif kind == "p" and head[1:] == str(self._probe_nonce):
@@ -426,11 +397,14 @@ class RedisBroker:
         except (ValueError, KeyError, TypeError):
             log.error("malformed message ignored: %.200r", message)
 
-    def _on_frame(self, device_id: int, gen: int, frame: str) -> None:
-        """Hand the frame to the device's socket here, in order, without waiting on it."""
+    def _on_frame(self, device_id: int, gen: int, frame: str, asked: Asked | None = None) -> None:
+        """Hand the frame to the device's socket here, in order, without waiting on it (a
+        command's asker is remembered first: the host's answer may come at once)."""
         claim = self._claims.get(device_id)
         if claim is not None and gen < claim.settled_gen():
             return  # routed to a socket of the device that a newer one here has replaced
+        if asked is not None:
+            self._started_hub().remember_request(device_id, *asked)
         queue = self._sending.get(device_id)
         if queue is not None:
             if len(queue) < MAX_QUEUED_FRAMES:
@@ -613,18 +587,10 @@ class RedisBroker:
     def _device_key(self, device_id: int) -> str:
         return f"{self._prefix}dev:{device_id}"
 
-    def _now_ms(self) -> int:
-        return int(self._clock().timestamp() * 1000)
-
     def _started_hub(self) -> Hub:
         if self._hub is None:
             raise RuntimeError("RedisBroker used before start")
         return self._hub
-
-
-def _log_lost_request(remembered: asyncio.Future[Any]) -> None:
-    if not remembered.cancelled() and remembered.exception() is not None:
-        log.debug("a request was not remembered: %s", remembered.exception())
 
 
 def _settled(gen: int) -> asyncio.Future[int]:

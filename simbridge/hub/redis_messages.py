@@ -1,5 +1,5 @@
-"""What `RedisBroker` writes into Redis besides frames: control messages as JSON, and request
-ids as hash fields."""
+"""What `RedisBroker` publishes besides plain frames: control messages as JSON, and commands
+with their asker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
-from simbridge.hub.open_requests import MAX_REQ_ID_LENGTH
+from simbridge.hub.open_requests import MAX_REQ_ID_LENGTH, Asked
 
 _INT_KEY_LIMIT = 10**MAX_REQ_ID_LENGTH  # integer ids with more digits are not correlated
 _CONTROLS: dict[str, Callable[..., Control]] = {
@@ -28,11 +28,28 @@ def decode_control(text: str) -> tuple[str, Control]:
     return message["node"], _CONTROLS[message["kind"]](**fields)
 
 
-def request_field(req_id: Any) -> str | None:
-    """`req_id` as a hash field (a string never collides with a number), or None when it cannot
-    be a key (as in `OpenRequests`; integers of more than 128 digits cannot either)."""
+def encode_command(frame: str, asked: Asked) -> str:
+    """`<client>:<length>:<req_id><frame>`; the id typed (`s` string, `i` integer), so that the
+    host's answers, whose ids are compared by value, find it. Ids that cannot be remembered
+    (see `OpenRequests`) travel empty."""
+    req_id = _typed(asked.req_id)
+    return f"{asked.client_id}:{len(req_id)}:{req_id}{frame}"
+
+
+def decode_command(payload: str) -> tuple[Asked | None, str]:
+    """The asker (None if its id was not rememberable) and the frame of `encode_command`."""
+    client, _, rest = payload.partition(":")
+    length, _, rest = rest.partition(":")
+    req_id, frame = rest[: int(length)], rest[int(length) :]
+    if not req_id:
+        return None, frame
+    value: Any = req_id[1:] if req_id[0] == "s" else int(req_id[1:])
+    return Asked(value, int(client)), frame
+
+
+def _typed(req_id: Any) -> str:
     if isinstance(req_id, str):
-        return "s" + req_id if len(req_id) <= MAX_REQ_ID_LENGTH else None
+        return "s" + req_id if len(req_id) <= MAX_REQ_ID_LENGTH else ""
     if isinstance(req_id, int) and not isinstance(req_id, bool) and -_INT_KEY_LIMIT < req_id:
-        return "i" + str(req_id) if req_id < _INT_KEY_LIMIT else None
-    return None
+        return "i" + str(req_id) if req_id < _INT_KEY_LIMIT else ""
+    return ""

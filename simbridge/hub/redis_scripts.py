@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 
-from simbridge.hub.open_requests import AMBIGUOUS
-
 # KEYS: dev, gen counter, the user's devices. ARGV: prefix, node, device. The old owner, if alive
 # elsewhere, is told.
 CLAIM = """
@@ -47,13 +45,14 @@ end
 return 0
 """
 
-# KEYS: dev. ARGV: prefix, node (the caller), device, frame. Returns the receivers (0: offline).
+# KEYS: dev. ARGV: prefix, node (the caller), device, kind (f: a frame, c: a command with its
+# asker), payload. Returns the receivers (0: offline).
 DELIVER = """
 local owner = redis.call('HMGET', KEYS[1], 'node', 'gen')
 if not owner[1] or owner[1] == ARGV[2]
    or redis.call('EXISTS', ARGV[1] .. 'node:' .. owner[1]) == 0 then return 0 end
 return redis.call('PUBLISH', ARGV[1] .. 'ch:node:' .. owner[1],
-                  'f' .. ARGV[3] .. ':' .. owner[2] .. ':' .. ARGV[4])
+                  ARGV[4] .. ARGV[3] .. ':' .. owner[2] .. ':' .. ARGV[5])
 """
 
 # KEYS: devs. ARGV: prefix, node (the caller: it knows its own devices). 1 per live device.
@@ -71,28 +70,6 @@ for i, key in ipairs(KEYS) do
 end
 return result
 """
-
-# KEYS: req hash, expiry zset. ARGV: id, client, now ms, expiry ms, bound, ttl ms. A live entry
-# of another client makes the id ambiguous; expired entries and those past the bound go first.
-REMEMBER = """
-local client = ARGV[2]
-local previous = redis.call('HGET', KEYS[1], ARGV[1])
-if previous then
-  local sep = string.find(previous, ':', 1, true)
-  if tonumber(string.sub(previous, sep + 1)) > tonumber(ARGV[3])
-     and string.sub(previous, 1, sep - 1) ~= client then client = '__AMBIGUOUS__' end
-end
-redis.call('HSET', KEYS[1], ARGV[1], client .. ':' .. ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-local drop = math.max(redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[3]),
-                      redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]))
-if drop > 0 then
-  redis.call('HDEL', KEYS[1], unpack(redis.call('ZRANGE', KEYS[2], 0, drop - 1)))
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, drop - 1)
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-""".replace("__AMBIGUOUS__", str(AMBIGUOUS))
 
 # KEYS: the user's devices. ARGV: prefix, device, cap. 1 if fewer than `cap` of the user's other
 # devices are live on any node; devices no longer live leave the set here (lazily).
@@ -118,7 +95,6 @@ SCRIPTS = {
     "RELEASE": RELEASE,
     "DELIVER": DELIVER,
     "ONLINE": ONLINE,
-    "REMEMBER": REMEMBER,
     "ROOM": ROOM,
 }
 SHA = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}

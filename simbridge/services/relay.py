@@ -17,6 +17,7 @@ from simbridge.config import Settings
 from simbridge.errors import HostOffline
 from simbridge.hub import Broker, Connection, Hub, Session
 from simbridge.hub.broker import BrokerUnavailable
+from simbridge.hub.open_requests import Asked
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
 from simbridge.protocol import COMMAND, EVENT, PING
@@ -152,8 +153,8 @@ class Relay:
         elif frame["req_id"] is None:
             frame["req_id"] = req_id = uuid.uuid4().hex
             text = protocol.with_new_req_id(text, req_id)
-        await self._broker.remember_request(target, frame["req_id"], sender_id)
-        if not await self._deliver(sender_id, target, COMMAND, text):
+        asked = Asked(frame["req_id"], sender_id)
+        if not await self._deliver(sender_id, target, COMMAND, text, asked):
             return _offline(target, frame, raw)
         return None
 
@@ -169,7 +170,7 @@ class Relay:
                     protocol.exact(raw, "to_device_id", frame["to_device_id"])
                 )
         else:
-            target = await self._broker.asker(sender_id, frame.get("req_id"))
+            target = self._hub.asker(sender_id, frame.get("req_id"))
             if target is None or target not in clients:
                 if not clients:
                     return protocol.NO_PAIRED_CLIENT
@@ -195,12 +196,22 @@ class Relay:
         )
         return any(results)
 
-    async def _deliver(self, sender_id: int | None, target: int, msg_type: str, text: str) -> bool:
-        """To the target's socket here, or through the broker if another process holds it."""
+    async def _deliver(
+        self,
+        sender_id: int | None,
+        target: int,
+        msg_type: str,
+        text: str,
+        asked: Asked | None = None,
+    ) -> bool:
+        """To the target's socket here, or through the broker if another process holds it; a
+        command's asker is remembered by the process that holds the host."""
         if self._hub.holds(target):
+            if asked is not None:
+                self._hub.remember_request(target, *asked)
             delivered = await self._hub.send(target, text)
         else:
-            delivered = await self._broker.deliver(target, text)
+            delivered = await self._broker.deliver(target, text, asked)
         if delivered:
             await self._writer.write(sender_id, target, msg_type, text)
         return delivered

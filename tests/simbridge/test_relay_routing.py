@@ -16,6 +16,7 @@ from simbridge.clock import ManualClock
 from simbridge.config import Settings
 from simbridge.hub import Hub, MemoryBroker, Session
 from simbridge.hub.control import Control
+from simbridge.hub.open_requests import OpenRequests
 from simbridge.models import Device, DeviceType, MessageLog, Pairing, User
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.log_store import OrmLogStore
@@ -59,9 +60,13 @@ async def world() -> AsyncIterator[World]:
         OrmLogStore(), clock, batch_size=100, flush_seconds=0.01, queue_size=100
     )
     writer.start()
-    hub = Hub(settings.send_timeout_seconds, settings.max_sockets_per_user)
+    hub = Hub(
+        settings.send_timeout_seconds,
+        settings.max_sockets_per_user,
+        OpenRequests(clock, settings.request_correlation_seconds),
+    )
     directory = PairingDirectory()
-    broker = MemoryBroker(clock, settings.request_correlation_seconds)
+    broker = MemoryBroker()
 
     async def no_pairing_changes_here(control: Control) -> None:
         raise AssertionError(f"unexpected control message {control}")

@@ -3,7 +3,9 @@ delivery, slow consumers, the per-user cap and shutdown."""
 
 from __future__ import annotations
 
+from simbridge.clock import ManualClock
 from simbridge.hub import Hub, Session
+from simbridge.hub.open_requests import PER_HOST, OpenRequests
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REPLACED, CLOSE_TOO_SLOW
@@ -11,10 +13,16 @@ from tests.fakes import FakeConnection
 
 SEND_TIMEOUT = 0.05
 MAX_SOCKETS_PER_USER = 3
+REQUEST_TTL_SECONDS = 600.0
 
 
-def new_hub() -> Hub:
-    return Hub(send_timeout=SEND_TIMEOUT, max_sockets_per_user=MAX_SOCKETS_PER_USER)
+def new_hub(
+    send_timeout: float = SEND_TIMEOUT,
+    max_sockets_per_user: int = MAX_SOCKETS_PER_USER,
+    clock: ManualClock | None = None,
+) -> Hub:
+    open_requests = OpenRequests(clock or ManualClock(), REQUEST_TTL_SECONDS)
+    return Hub(send_timeout, max_sockets_per_user, open_requests)
 
 
 def new_session(device_id: int, user_id: int = 1, conn: FakeConnection | None = None) -> Session:
@@ -142,3 +150,49 @@ async def test_wait_until_none_returns_once_every_handler_closed() -> None:
     assert not await hub.wait_until_none(0.01)
     hub.close(session)
     assert await hub.wait_until_none(0.01)
+
+
+# --- correlation: who asked the hosts held here -------------------------------------------
+def test_the_asker_of_a_request_is_remembered() -> None:
+    hub = new_hub()
+    hub.remember_request(1, "r1", 2)
+    assert hub.asker(1, "r1") == 2
+    assert hub.asker(1, "other") is None
+    assert hub.asker(9, "r1") is None  # another host's ids are its own
+
+
+def test_a_request_id_used_by_two_clients_of_a_host_has_no_asker() -> None:
+    hub = new_hub()
+    hub.remember_request(1, 7, 2)
+    hub.remember_request(1, 7, 3)
+    assert hub.asker(1, 7) is None
+
+
+def test_a_remembered_request_expires() -> None:
+    clock = ManualClock()
+    hub = new_hub(clock=clock)
+    hub.remember_request(1, "r1", 2)
+    clock.advance(REQUEST_TTL_SECONDS + 1)
+    assert hub.asker(1, "r1") is None
+
+
+def test_a_host_remembers_its_latest_requests_only() -> None:
+    hub = new_hub()
+    for n in range(PER_HOST + 1):
+        hub.remember_request(1, n, 2)
+    assert hub.asker(1, 0) is None  # the oldest went first
+    assert hub.asker(1, 1) == 2
+    assert hub.asker(1, PER_HOST) == 2
+
+
+def test_a_string_id_and_a_number_id_are_different_requests() -> None:
+    hub = new_hub()
+    hub.remember_request(1, 5, 2)
+    assert hub.asker(1, "5") is None
+
+
+def test_ids_that_cannot_be_keys_are_never_remembered() -> None:
+    hub = new_hub()
+    for req_id in (None, True, 1.5, ["a"], "x" * 129):
+        hub.remember_request(1, req_id, 2)
+        assert hub.asker(1, req_id) is None

@@ -26,6 +26,7 @@ from simbridge.clock import ManualClock
 from simbridge.hub import Hub, Session
 from simbridge.hub.broker import BrokerUnavailable
 from simbridge.hub.control import CloseSessions, ForgetPairings, ForgetUser
+from simbridge.hub.open_requests import Asked, OpenRequests
 from simbridge.hub.redis_scripts import RELEASE, SCRIPTS
 from simbridge.protocol import CLOSE_REPLACED, CLOSE_TOO_SLOW
 from tests.fakes import FakeConnection
@@ -39,6 +40,7 @@ from tests.redis_server import (
     redis_backend,
 )
 from tests.simbridge.hub.test_broker_contract import Node
+from tests.simbridge.hub.test_local import new_hub
 
 SEND_TIMEOUT = 0.5
 ROOT = Path(__file__).resolve().parents[3]
@@ -49,13 +51,12 @@ class Cluster:
 
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
-        self.clock = ManualClock()
         self._nodes: list[Node] = []
 
     async def node(self, hub: Hub | None = None, **options: Any) -> Node:
         if hub is None:  # (an empty hub is falsy)
-            hub = Hub(send_timeout=SEND_TIMEOUT, max_sockets_per_user=10)
-        node = Node(hub, self.backend(self.clock, **options), self.clock)
+            hub = new_hub(send_timeout=SEND_TIMEOUT, max_sockets_per_user=10)
+        node = Node(hub, self.backend(**options))
         await node.broker.start(node.hub, node.on_control)
         self._nodes.append(node)
         return node
@@ -233,15 +234,13 @@ async def _online(node: Node, device_ids: list[int], expected: set[int]) -> bool
 # A node in a process of its own: claims device 7 and sleeps until killed.
 CHILD = """
 import asyncio, json, sys
-from simbridge.clock import ManualClock
-from simbridge.hub import Hub
 from simbridge.hub.redis import RedisBroker
-from tests.simbridge.hub.test_local import new_session
+from tests.simbridge.hub.test_local import new_hub, new_session
 
 async def main():
     url, prefix, timings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    hub = Hub(send_timeout=1, max_sockets_per_user=10)
-    broker = RedisBroker(url, prefix=prefix, clock=ManualClock(), **timings)
+    hub = new_hub(send_timeout=1, max_sockets_per_user=10)
+    broker = RedisBroker(url, prefix=prefix, **timings)
     async def on_control(control): pass
     await broker.start(hub, on_control)
     session = new_session(7)
@@ -276,16 +275,19 @@ async def test_a_node_that_lost_its_key_keeps_its_devices_and_yields_those_claim
 
 
 # --- correlation and broadcasts ---------------------------------------------------------------
-async def test_a_request_remembered_on_one_node_is_answered_on_another(cluster: Cluster) -> None:
+async def test_a_command_delivered_with_its_asker_is_remembered_where_the_host_is(
+    cluster: Cluster,
+) -> None:
     a, b = await cluster.node(), await cluster.node()
     host = await b.connect(10)
-    await a.broker.remember_request(10, "r1", 2)  # as the relay does: remember, then deliver
-    assert await a.broker.deliver(10, "command r1")
-    assert await eventually(lambda: host.sent == ["command r1"])
-    assert await b.broker.asker(10, "r1") == 2  # the host answers on its own node
-    await b.broker.remember_request(10, "r1", 3)  # another client, same id, on the other node
-    assert await b.broker.asker(10, "r1") is None
-    assert await a.broker.asker(10, "r1") is None
+    for asked in (Asked("r1", 2), Asked(5, 3), Asked("x" * 129, 4), Asked(["no key"], 4)):
+        assert await a.broker.deliver(10, f"command {asked.req_id}", asked)
+    assert await eventually(lambda: len(host.sent) == 4)
+    assert host.sent[0] == "command r1"  # the frame arrives as it was sent
+    assert (b.hub.asker(10, "r1"), b.hub.asker(10, 5)) == (2, 3)  # the host answers on b
+    assert b.hub.asker(10, "5") is None  # the id kept its type
+    assert b.hub.asker(10, "x" * 129) is None  # too long to be remembered, still delivered
+    assert a.hub.asker(10, "r1") is None  # nothing is kept on the sender's node
 
 
 async def test_a_broadcast_is_applied_once_on_every_node_first_on_the_sender(
@@ -356,7 +358,7 @@ class BuggyHub(Hub):
 
 async def test_a_node_whose_listener_dies_exits(cluster: Cluster) -> None:
     exits: list[int] = []
-    hub = BuggyHub(send_timeout=SEND_TIMEOUT, max_sockets_per_user=10)
+    hub = BuggyHub(SEND_TIMEOUT, 10, OpenRequests(ManualClock(), 600))
     a, b = await cluster.node(hub, exit_process=exits.append), await cluster.node()
     await a.connect(1)
     hub.broken = True
@@ -374,12 +376,10 @@ async def test_while_redis_is_down_nodes_serve_locally_and_recover_when_it_is_ba
         a, b = await cluster.node(on_resync=resyncs), await cluster.node()
         conn = await a.connect(1)
         assert await b.broker.deliver(1, "before")
-        await a.broker.remember_request(10, "r1", 2)
 
         server.stop()
         assert not await b.broker.deliver(1, "while down")
         assert await a.broker.online([1, 2]) == {1}  # what the hub holds
-        assert await a.broker.asker(10, "r1") is None
         assert not await a.broker.check()
         with pytest.raises(BrokerUnavailable):
             await b.connect(2)  # the hub attached it; the claim could not be made
