@@ -329,6 +329,30 @@ async def test_a_frame_costs_one_redis_command_across_processes_and_none_within_
                 }
 
 
+async def test_subscriptions_killed_in_redis_are_taken_again(
+    servers: Servers, postgres_url: str
+) -> None:
+    """CLIENT KILL TYPE pubsub: each process subscribes again (and resyncs) by itself."""
+    async with private_redis() as server:
+        env = {"DATABASE_URL": postgres_url, "SIMBRIDGE_BROKER": "redis", "REDIS_URL": server.url}
+        a, b = await servers.start(**env), await servers.start(**env)
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=10) as http,
+            Redis.from_url(server.url, decode_responses=True) as redis,
+        ):
+            alice = await make_account(http, "alice")
+            pair = await make_pair(http, alice)
+            async with socket(a, pair.host) as host_ws, socket(b, pair.client) as client_ws:
+                await assert_relays(host_ws, client_ws, "before")
+                assert await redis.client_kill_filter(_type="pubsub") == 2
+
+                async def subscribed_again() -> bool:
+                    return len(await redis.client_list(_type="pubsub")) == 2
+
+                assert await eventually(subscribed_again, REDIS_RETURN_SECONDS)
+                await assert_relays(host_ws, client_ws, "after")
+
+
 async def health_is(http: httpx.AsyncClient, status: int) -> bool:
     return (await http.get("/health")).status_code == status
 
