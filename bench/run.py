@@ -5,6 +5,7 @@
     python -m bench.run cross-throughput      # scale-out (Redis broker): cross-throughput,
                                               # cross-latency, workers, presence, reclaim,
                                               # cross-soak, storm --split
+    python -m bench.run scale-out             # those, and storm --split: one run, every target
     python -m bench.run all                   # every scenario, then a markdown table
     python -m bench.run all --quick           # small sizes: a smoke run
 
@@ -125,13 +126,18 @@ QUICK: dict[str, dict[str, Any]] = {
 }
 SCENARIOS = list(DEFAULTS)
 SCALE_OUT = list(scaleout.RUNNERS)
-# what `all` runs: every scenario, and the storm once more split over two processes
-ALL: list[tuple[str, dict[str, Any]]] = [
-    *((name, {}) for name in SCENARIOS if name not in SCALE_OUT),
+# `scale-out` runs every target of the scale-out issue in one run: its scenarios, and the storm
+# on one process and split over two
+SCALE_OUT_RUN: list[tuple[str, dict[str, Any]]] = [
     *((name, {}) for name in SCALE_OUT if name != "cross-soak"),
     ("storm", {"split": True}),
     ("cross-soak", {}),
 ]
+# `all`: every scenario
+RUNS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "all": [*((name, {}) for name in SCENARIOS if name not in SCALE_OUT), *SCALE_OUT_RUN],
+    "scale-out": SCALE_OUT_RUN,
+}
 
 
 async def _open_pairs(server: Server, setup: Setup, opts: argparse.Namespace) -> list:
@@ -1353,8 +1359,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "scenario",
-        choices=[*SCENARIOS, "all", "table"],
-        help="a scenario, `all`, or `table FILE...` (the markdown table of saved JSON lines)",
+        choices=[*SCENARIOS, *RUNS, "table"],
+        help="a scenario, `all`, `scale-out` (its scenarios and the split storm), or "
+        "`table FILE...` (the markdown table of saved JSON lines)",
     )
     parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
@@ -1476,15 +1483,15 @@ async def run_one(
 
 async def amain(args: argparse.Namespace) -> int:
     raise_fd_limit()
-    scenarios = ALL if args.scenario == "all" else [(args.scenario, {})]
+    scenarios = RUNS.get(args.scenario, [(args.scenario, {})])
     results = []
     for scenario, overrides in scenarios:
         result = await run_one(scenario, args, overrides)
-        if args.scenario != "all":
+        if args.scenario not in RUNS:
             result["machine"] = machine()
         print(json.dumps(result, ensure_ascii=False), flush=True)  # noqa: T201
         results.append(result)
-    if args.scenario == "all":
+    if args.scenario in RUNS:
         info = machine()
         print(json.dumps({"scenario": "machine", **info}), flush=True)  # noqa: T201
         print(  # noqa: T201
