@@ -40,8 +40,8 @@ async def add_device(request: Request) -> HTTPResponse:
 @authenticated
 async def get_devices(request: Request) -> HTTPResponse:
     """List the caller's devices, with whether each has a live WebSocket now."""
-    broker = runtime_of(request).broker
-    return json(await devices.list_devices(request.ctx.user, broker))
+    runtime = runtime_of(request)
+    return json(await devices.list_devices(request.ctx.user, runtime.broker, runtime.last_seen))
 
 
 @bp.post("/<device_id:int>/token")

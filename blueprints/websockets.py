@@ -43,6 +43,7 @@ async def admit(request: Request) -> None:
         request.match_info["device_id"],
         device_type,
         ctx.runtime.identities,
+        ctx.runtime.device_records,
         ctx.runtime.broker,
     )
     SimBridgeProtocol.adopt(request)
@@ -79,7 +80,8 @@ async def _reply(ws: QueuedWebsocket, reply: str) -> None:
 async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
     if not isinstance(ws, QueuedWebsocket):  # `admit` made sure of it: adopt() switched it
         raise TypeError(f"socket handlers need a QueuedWebsocket, not {type(ws).__name__}")
-    relay = runtime_of(request).relay
+    runtime = runtime_of(request)
+    relay = runtime.relay
     admission = request.ctx.admission
     # One handle per socket: this handler receives from `ws` and the relay sends through it.
     session = relay.open_session(
@@ -91,7 +93,7 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
         admission.device_token_digest,
     )
     try:
-        if not await admission.still_valid(device_id):
+        if not await admission.still_valid(device_id, runtime.device_records, runtime.identities):
             await close_quietly(ws, CLOSE_REVOKED, "revoked")
             return
         await relay.connect(session)

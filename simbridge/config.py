@@ -53,6 +53,7 @@ class Settings:
     log_batch_size: int = 500
     log_flush_seconds: float = 0.05
     log_queue_size: int = 10_000
+    last_seen_flush_seconds: float = 1.0
     graceful_shutdown_seconds: float = 8.0
     backlog: int = 2048
     retention_days: int = 90
@@ -162,6 +163,7 @@ _POSITIVE = (
     "log_batch_size",
     "log_flush_seconds",
     "log_queue_size",
+    "last_seen_flush_seconds",
     "graceful_shutdown_seconds",
     "backlog",
     "workers",

@@ -19,9 +19,11 @@ from simbridge.limits import Limiter, MemoryLimiter
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REMOVED, CLOSE_REVOKED
 from simbridge.redis_limiter import RedisLimiter
 from simbridge.services.admission import no_longer_admitted
+from simbridge.services.device_records import DeviceRecords
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Guard
 from simbridge.services.identities import Identities
+from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.log_store import OrmLogStore, SqliteLogStore
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
@@ -44,7 +46,9 @@ class Runtime:
     broker: Broker
     directory: PairingDirectory
     identities: Identities
+    device_records: DeviceRecords
     writer: MessageLogWriter
+    last_seen: LastSeenWriter
     relay: Relay
     guard: Guard
     limiter: Limiter
@@ -52,7 +56,7 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
-        """Database first, then the broker and the log writer, then the background tasks."""
+        """Database first, then the broker and the writers, then the background tasks."""
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
         applied = await apply_migrations(settings)
         if applied:
@@ -72,6 +76,8 @@ class Runtime:
             queue_size=settings.log_queue_size,
         )
 
+        last_seen = LastSeenWriter(settings.clock, settings.last_seen_flush_seconds)
+
         async def resync() -> None:  # `runtime` is bound below, before the broker starts
             await runtime.resync()
 
@@ -83,8 +89,10 @@ class Runtime:
             broker=broker,
             directory=directory,
             identities=Identities(settings),
+            device_records=DeviceRecords(settings),
             writer=writer,
-            relay=Relay(hub, broker, directory, writer, settings),
+            last_seen=last_seen,
+            relay=Relay(hub, broker, directory, writer, settings, last_seen),
             guard=Guard(limiter, settings),
             limiter=limiter,
             retention=RetentionTask(
@@ -97,12 +105,22 @@ class Runtime:
         )
         await broker.start(hub, runtime.apply)
         writer.start()
+        last_seen.start()
         runtime.retention.start()
         return runtime
 
     async def apply(self, control: Control) -> None:
-        """Act on a control message from any process, against this process's own state."""
+        """Act on a control message from any process, against this process's own state.
+
+        A `CloseSessions` first forgets the device records it concerns, then picks the sessions
+        to close, with nothing awaited in between: a socket registered later is checked against
+        forgotten records (`Admission.still_valid`), one registered earlier is closed here.
+        """
         if isinstance(control, CloseSessions):
+            if control.device_id is not None:
+                self.device_records.forget(control.device_id)
+            else:
+                self.device_records.forget_user(control.user_id)
             closing = [s for s in self.hub.sessions_of(control.user_id) if control.matches(s)]
             await self.hub.close_matching(closing, control.code, control.reason)
             for session in closing:
@@ -117,6 +135,7 @@ class Runtime:
         close the sockets whose device or credential went meanwhile."""
         self.directory.forget_everything()
         self.identities.forget_everything()
+        self.device_records.forget_everything()
         gone = await no_longer_admitted(self.hub.sessions())
         for code, reason in ((CLOSE_REVOKED, "revoked"), (CLOSE_REMOVED, "device removed")):
             closing = [session for session, why in gone if why == code]
@@ -130,11 +149,13 @@ class Runtime:
             log.warning("%d socket handlers still busy at shutdown", len(self.hub))
 
     async def stop(self) -> None:
-        """After the sockets: background tasks, the broker, the log (flushed), the database."""
+        """After the sockets: background tasks, the broker, the writers (flushed), the
+        database."""
         await self.retention.stop()
         await self.broker.stop()
         await self.limiter.close()
         await self.writer.stop()
+        await self.last_seen.stop()
         await stop_orm()
 
 

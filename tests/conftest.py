@@ -13,6 +13,7 @@ from sanic import Sanic
 
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
+from simbridge.db import apply_migrations, start_orm, stop_orm
 from tests.helpers import Account, LiveServer, Pair, make_account, make_pair
 from tests.postgres import fresh_postgres_database
 from tests.processes import Servers, running_servers
@@ -92,3 +93,14 @@ async def any_store_settings(
         return
     async for url in fresh_postgres_database():
         yield replace(settings, database_url=url)
+
+
+@pytest.fixture
+async def orm_settings(any_store_settings: Settings) -> AsyncIterator[Settings]:
+    """`any_store_settings`, its database migrated and Tortoise started on it (no server)."""
+    await apply_migrations(any_store_settings)
+    await start_orm(any_store_settings)
+    try:
+        yield any_store_settings
+    finally:
+        await stop_orm()

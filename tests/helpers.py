@@ -6,10 +6,11 @@ import asyncio
 import base64
 import inspect
 import json
+import logging
 import os
 import socket as socket_module
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -122,6 +123,32 @@ async def paired_world(settings: Settings, **changes: Any) -> AsyncIterator[Pair
     async with serving(settings, **changes) as served:
         alice = await make_account(served.http, "alice")
         yield PairedWorld(served.live, served.http, await make_pair(served.http, alice))
+
+
+# --- database statements ---------------------------------------------------------------------
+class _Statements(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.sent: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "%s: %s" and isinstance(record.args, tuple):  # (statement, parameters)
+            self.sent.append(str(record.args[0]))
+
+
+@contextmanager
+def statements_sent() -> Iterator[list[str]]:
+    """Every SQL statement Tortoise sends (to any database) meanwhile, as it logs them at DEBUG
+    on `tortoise.db_client`. (The SQLite log store's own connection is not Tortoise's.)"""
+    logger = logging.getLogger("tortoise.db_client")
+    handler, level = _Statements(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.sent
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 # --- accounts, devices, pairings --------------------------------------------------------------

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from simbridge.clock import Clock
 from simbridge.errors import Forbidden, InvalidCredentials, LimitReached, NotFound
 from simbridge.hub import Broker
 from simbridge.models import Device, DeviceType, User, is_stored_id
 from simbridge.security import device_token_digest, device_token_matches, new_device_token
+from simbridge.services.device_records import DeviceRecord, DeviceRecords
+from simbridge.services.last_seen import LastSeenWriter
 
 
 async def owned_device(user: User, device_id: int, device_type: DeviceType | None) -> Device:
@@ -22,19 +24,35 @@ async def owned_device(user: User, device_id: int, device_type: DeviceType | Non
         device = await Device.get_or_none(id=device_id, user_id=user.id)
     if device is None:
         raise NotFound("Device not found")
-    if device_type is not None and device.device_type != device_type:
-        raise Forbidden(f"Device {device_id} is not a {device_type.value} device")
+    _check_type(device_id, device.device_type, device_type)
     return device
 
 
-async def device_for_token(token: str, device_id: int, device_type: DeviceType) -> Device:
+async def owned_record(
+    records: DeviceRecords, user_id: int, device_id: int, device_type: DeviceType
+) -> DeviceRecord:
+    """`owned_device`'s rule for a socket's handshake, from the remembered records."""
+    record = await records.get(device_id)
+    if record is None or record.user_id != user_id:
+        raise NotFound("Device not found")
+    _check_type(device_id, record.device_type, device_type)
+    return record
+
+
+async def record_for_token(
+    records: DeviceRecords, token: str, device_id: int, device_type: DeviceType
+) -> DeviceRecord:
     """The device a device token opens: its own socket only, on the path of its type."""
-    device = await Device.get_or_none(id=device_id) if is_stored_id(device_id) else None
-    if device is None or not device_token_matches(token, device.device_token):
+    record = await records.get(device_id)
+    if record is None or not device_token_matches(token, record.token_digest):
         raise InvalidCredentials("Invalid device token")
-    if device.device_type != device_type:
-        raise Forbidden(f"Device {device_id} is not a {device_type.value} device")
-    return device
+    _check_type(device_id, record.device_type, device_type)
+    return record
+
+
+def _check_type(device_id: int, actual: DeviceType, wanted: DeviceType | None) -> None:
+    if wanted is not None and actual != wanted:
+        raise Forbidden(f"Device {device_id} is not a {wanted.value} device")
 
 
 async def create_device(
@@ -65,7 +83,12 @@ async def rotate_device_token(user: User, device_id: int) -> str:
     return token
 
 
-async def list_devices(user: User, broker: Broker) -> list[dict[str, Any]]:
+async def list_devices(
+    user: User, broker: Broker, last_seen: LastSeenWriter
+) -> list[dict[str, Any]]:
+    """The user's devices. `last_seen` is written behind: this process's own times not yet
+    written are shown at once; those of another process once it writes them (within
+    `last_seen_flush_seconds`)."""
     devices = await Device.filter(user_id=user.id).order_by("id")
     online = await broker.online(device.id for device in devices)
     return [
@@ -74,11 +97,14 @@ async def list_devices(user: User, broker: Broker) -> list[dict[str, Any]]:
             "name": device.name,
             "type": device.device_type.value,
             "is_online": device.id in online,
-            "last_seen": device.last_seen,
+            "last_seen": _latest(last_seen.seen(device.id), device.last_seen),
         }
         for device in devices
     ]
 
 
-async def mark_seen(device_id: int, clock: Clock) -> None:
-    await Device.filter(id=device_id).update(last_seen=clock())
+def _latest(noted: datetime | None, stored: datetime | None) -> datetime | None:
+    """The later of two times, either of which may be missing."""
+    if noted is None or stored is None:
+        return noted or stored
+    return max(noted, stored)

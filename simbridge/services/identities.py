@@ -55,6 +55,14 @@ class Identities:
             raise InvalidCredentials()
         return user, claims.version
 
+    def remembered(self, user_id: int) -> User | None:
+        """The user if remembered and not yet expired; never a query."""
+        known = self._users.get(user_id)
+        if known is None or known.until <= self._settings.clock():
+            return None
+        self._users.move_to_end(user_id)
+        return known.user
+
     def forget(self, user_id: int) -> None:
         """The user's tokens were revoked: look the user up again on the next request."""
         self._generation += 1
@@ -79,11 +87,10 @@ class Identities:
         return None
 
     async def _user(self, user_id: int) -> User | None:
+        user = self.remembered(user_id)
+        if user is not None:
+            return user
         now = self._settings.clock()
-        known = self._users.get(user_id)
-        if known is not None and known.until > now:
-            self._users.move_to_end(user_id)
-            return known.user
         generation = self._generation
         user = await User.get_or_none(id=user_id)
         ttl = self._settings.user_cache_seconds

@@ -21,8 +21,9 @@ from simbridge.hub.open_requests import Asked
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
 from simbridge.protocol import COMMAND, EVENT, PING
-from simbridge.services.devices import mark_seen, owned_device
+from simbridge.services.devices import owned_device
 from simbridge.services.directory import PairingDirectory
+from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.message_log import MessageLogWriter
 
 log = logging.getLogger("simbridge.relay")
@@ -44,13 +45,14 @@ class Relay:
         directory: PairingDirectory,
         writer: MessageLogWriter,
         settings: Settings,
+        last_seen: LastSeenWriter,
     ) -> None:
         self._hub = hub
         self._broker = broker
         self._directory = directory
         self._writer = writer
         self._settings = settings
-        self._clock = settings.clock
+        self._last_seen = last_seen
         self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
 
     # --- sockets --------------------------------------------------------------------------
@@ -92,7 +94,7 @@ class Relay:
             await self._broker.claim(session.device_id)
         except BrokerUnavailable:  # Redis went away since admission: the broker claims it later
             log.warning("device %s connected while the broker is unavailable", session.device_id)
-        await mark_seen(session.device_id, self._clock)
+        self._last_seen.note(session.device_id)
 
     async def disconnect(self, session: Session) -> None:
         """Called once the socket's handler is done with it, whatever ended it.
@@ -106,7 +108,7 @@ class Relay:
         try:
             if self._hub.detach(session):
                 await self._broker.release(session.device_id)
-                await mark_seen(session.device_id, self._clock)
+                self._last_seen.note(session.device_id)
         finally:
             self._hub.close(session)
             if session.bucket.is_full():  # as good as new: no need to remember it

@@ -337,8 +337,9 @@ async def test_admission_by_device_token_is_void_once_rotated(
     """Checked once the socket is registered, so a rotation racing the handshake wins."""
     host, token = await make_device_with_token(http, alice, "host")
     admitted = Admission(alice.user_id, DeviceType.HOST, None, device_token_digest(token))
-    assert await admitted.still_valid(host.id)
+    runtime = server.runtime
+    assert await admitted.still_valid(host.id, runtime.device_records, runtime.identities)
 
     await rotate(http, alice, host)
 
-    assert not await admitted.still_valid(host.id)
+    assert not await admitted.still_valid(host.id, runtime.device_records, runtime.identities)

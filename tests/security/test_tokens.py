@@ -326,11 +326,12 @@ async def test_admission_is_void_once_its_token_is_revoked(
     """Checked once the socket is registered, so a revocation racing the handshake wins."""
     owner = pair.host.owner
     admitted = Admission(owner.user_id, DeviceType.HOST, token_version=0)
-    assert await admitted.still_valid(pair.host.id)
+    runtime = server.runtime
+    assert await admitted.still_valid(pair.host.id, runtime.device_records, runtime.identities)
 
     await logout_all(http, owner.token)
 
-    assert not await admitted.still_valid(pair.host.id)
+    assert not await admitted.still_valid(pair.host.id, runtime.device_records, runtime.identities)
 
 
 # --- password change --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from simbridge.hub.control import Control
 from simbridge.hub.open_requests import OpenRequests
 from simbridge.models import Device, DeviceType, MessageLog, Pairing, User
 from simbridge.services.directory import PairingDirectory
+from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.log_store import OrmLogStore
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
@@ -72,7 +73,8 @@ async def world() -> AsyncIterator[World]:
         raise AssertionError(f"unexpected control message {control}")
 
     await broker.start(hub, no_pairing_changes_here)
-    relay = Relay(hub, broker, directory, writer, settings)
+    last_seen = LastSeenWriter(clock, settings.last_seen_flush_seconds)
+    relay = Relay(hub, broker, directory, writer, settings, last_seen)
     try:
         yield World(relay, writer, await User.create(username="alice", password_hash="-"))
     finally:
