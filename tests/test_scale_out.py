@@ -29,6 +29,7 @@ from tests.helpers import (
     login,
     make_account,
     make_device,
+    make_device_with_token,
     make_pair,
     pair_devices,
     receive,
@@ -174,6 +175,47 @@ async def test_logout_all_on_one_process_closes_sockets_on_the_other(cluster: Cl
         old = await cluster.http_b.get("/devices", headers=cluster.alice.headers)
         new = await cluster.http_b.get("/devices", headers=bearer(fresh))
         assert (old.status_code, new.status_code) == (401, 200)
+
+
+async def test_a_password_change_on_one_process_revokes_on_the_other_and_its_token_opens_there(
+    cluster: Cluster,
+) -> None:
+    client = cluster.pair.client
+    async with socket(cluster.b, client) as client_ws:  # B now remembers alice and the device
+        reply = await cluster.http_a.post(
+            "/auth/password",
+            json={"current_password": cluster.alice.password, "new_password": "another-secret-1"},
+            headers=cluster.alice.headers,
+        )
+        assert reply.status_code == 200, reply.text
+        await assert_closed_with(client_ws, 4001)  # the broadcast reached B
+    assert (await handshake(cluster.b, client, cluster.alice.token)).status == 401
+    assert (await handshake(cluster.b, client, reply.json()["token"])).status == 101
+
+
+async def test_a_rotated_device_token_is_refused_and_closed_on_the_other_process(
+    cluster: Cluster,
+) -> None:
+    device, old_token = await make_device_with_token(cluster.http_a, cluster.alice, "client")
+    async with socket(cluster.b, device, old_token) as device_ws:
+        reply = await cluster.http_a.post(
+            f"/devices/{device.id}/token", headers=cluster.alice.headers
+        )
+        assert reply.status_code == 200, reply.text
+        await assert_closed_with(device_ws, 4001)
+    assert (await handshake(cluster.b, device, old_token)).status == 401
+    assert (await handshake(cluster.b, device, reply.json()["device_token"])).status == 101
+
+
+async def test_a_device_deleted_on_one_process_is_closed_and_unknown_on_the_other(
+    cluster: Cluster,
+) -> None:
+    client = cluster.pair.client
+    async with socket(cluster.b, client) as client_ws:
+        reply = await cluster.http_a.delete(f"/devices/{client.id}", headers=cluster.alice.headers)
+        assert reply.status_code == 200, reply.text
+        await assert_closed_with(client_ws, 4002)
+    assert (await handshake(cluster.b, client, cluster.alice.token)).status == 404
 
 
 async def test_unpairing_on_one_process_stops_routing_on_the_other(cluster: Cluster) -> None:
