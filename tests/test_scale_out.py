@@ -97,7 +97,7 @@ async def test_command_and_answer_cross_processes_both_ways(cluster: Cluster) ->
         await assert_relays(host_ws, client_ws, "cross-2")
 
 
-async def test_an_answer_goes_to_the_client_that_asked_on_whichever_process(
+async def test_answers_go_to_the_asker_and_other_events_to_every_client_on_either_process(
     cluster: Cluster,
 ) -> None:
     """The host's process remembers who asked (the command brought its asker along)."""
@@ -118,6 +118,9 @@ async def test_an_answer_goes_to_the_client_that_asked_on_whichever_process(
             await send(host_ws, sim_info_event(req_id))
             assert await receive(asker_ws) == sim_info_event(req_id)
             await assert_marker_arrives_next(host_ws, other, other_ws)
+        unsolicited = {"type": "event", "event": "SMS_RECEIVED", "from": "+1", "body": "hi"}
+        await send(host_ws, unsolicited)  # fan-out: to every paired client, on either process
+        assert (await receive(near_ws), await receive(far_ws)) == (unsolicited, unsolicited)
 
 
 async def test_presence_and_rest_commands_through_either_process(cluster: Cluster) -> None:
