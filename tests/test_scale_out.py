@@ -37,7 +37,7 @@ from tests.helpers import (
     sim_info_event,
     socket,
 )
-from tests.processes import SIMBRIDGE_SERVE, ServerProcess, Servers
+from tests.processes import ServerProcess, Servers
 from tests.redis_server import (
     REDIS_URL,
     delete_keys,
@@ -50,7 +50,6 @@ pytestmark = pytest.mark.postgres
 
 NODE_TTL_SECONDS = 2.0  # a killed process's devices are offline everywhere within this
 REDIS_RETURN_SECONDS = 15.0  # the issue's bound for routing across to resume
-WORKER_PAIRS = 8  # each socket lands on either worker: 8 pairs all on one has odds 2^-15
 
 
 @dataclass
@@ -245,35 +244,6 @@ async def test_a_killed_process_has_its_devices_offline_elsewhere(
         await assert_relays(host_ws, client_ws, "after-kill")
 
 
-async def test_two_workers_on_one_port_behave_as_one_server(
-    servers: Servers, postgres_url: str
-) -> None:
-    """Sanic hands each connection to either worker: pairs land across them by chance, and
-    every pair must relay."""
-    await require_redis()
-    prefix = unique_prefix()
-    try:
-        server = await servers.start(
-            (*SIMBRIDGE_SERVE, "--workers", "2"),
-            DATABASE_URL=postgres_url,
-            SIMBRIDGE_BROKER="redis",
-            REDIS_URL=REDIS_URL,
-            SIMBRIDGE_REDIS_PREFIX=prefix,
-        )
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            owner = await make_account(http, "workers")
-            pairs = [await make_pair(http, owner) for _ in range(WORKER_PAIRS)]
-        for index, pair in enumerate(pairs):
-            async with (
-                socket(server, pair.host) as host_ws,
-                socket(server, pair.client) as client_ws,
-            ):
-                await assert_relays(host_ws, client_ws, f"worker-pair-{index}")
-    finally:
-        await servers.stop_all()
-        await delete_keys(REDIS_URL, prefix)
-
-
 async def test_while_redis_is_away_each_process_serves_its_own_sockets(
     servers: Servers, postgres_url: str
 ) -> None:
@@ -338,10 +308,20 @@ async def frame_commands(redis: Redis) -> dict[str, int]:
     return {name: n for name, n in calls.items() if name not in BACKGROUND_COMMANDS}
 
 
-async def test_a_frame_costs_one_redis_command_across_processes_and_none_within_one(
-    servers: Servers, postgres_url: str
-) -> None:
-    round_trips = 20
+@dataclass
+class PrivateCluster:
+    """Two processes on a redis-server of the test's own: its statistics and its clients are
+    the test's alone."""
+
+    a: ServerProcess
+    b: ServerProcess
+    http: httpx.AsyncClient
+    redis: Redis
+    alice: Account
+
+
+@pytest.fixture
+async def private_cluster(servers: Servers, postgres_url: str) -> AsyncIterator[PrivateCluster]:
     async with private_redis() as server:
         env = {"DATABASE_URL": postgres_url, "SIMBRIDGE_BROKER": "redis", "REDIS_URL": server.url}
         a, b = await servers.start(**env), await servers.start(**env)
@@ -349,53 +329,54 @@ async def test_a_frame_costs_one_redis_command_across_processes_and_none_within_
             httpx.AsyncClient(base_url=a.url, timeout=10) as http,
             Redis.from_url(server.url, decode_responses=True) as redis,
         ):
-            alice = await make_account(http, "alice")
-            local, across = await make_pair(http, alice), await make_pair(http, alice)
-            async with (
-                socket(a, local.host) as local_host,
-                socket(a, local.client) as local_client,
-                socket(a, across.host) as across_host,
-                socket(b, across.client) as across_client,
-            ):
-                await assert_relays(local_host, local_client, "warm-up")  # pairings cached
-                await assert_relays(across_host, across_client, "warm-up")
-                await redis.config_resetstat()
-                for n in range(round_trips):
-                    await assert_relays(local_host, local_client, f"local-{n}")
-                assert await frame_commands(redis) == {}
-                for n in range(round_trips):
-                    await assert_relays(across_host, across_client, f"across-{n}")
-                frames = 2 * round_trips  # a command and its answer each
-                # one EVALSHA (DELIVER) a frame; HMGET and EXISTS are its own, run inside Redis
-                assert await frame_commands(redis) == {
-                    "evalsha": frames,
-                    "hmget": frames,
-                    "exists": frames,
-                }
+            yield PrivateCluster(a, b, http, redis, await make_account(http, "alice"))
+        await servers.stop_all()
+
+
+async def test_a_frame_costs_one_redis_command_across_processes_and_none_within_one(
+    private_cluster: PrivateCluster,
+) -> None:
+    round_trips = 20
+    a, b, redis = private_cluster.a, private_cluster.b, private_cluster.redis
+    http, alice = private_cluster.http, private_cluster.alice
+    local, across = await make_pair(http, alice), await make_pair(http, alice)
+    async with (
+        socket(a, local.host) as local_host,
+        socket(a, local.client) as local_client,
+        socket(a, across.host) as across_host,
+        socket(b, across.client) as across_client,
+    ):
+        await assert_relays(local_host, local_client, "warm-up")  # pairings cached
+        await assert_relays(across_host, across_client, "warm-up")
+        await redis.config_resetstat()
+        for n in range(round_trips):
+            await assert_relays(local_host, local_client, f"local-{n}")
+        assert await frame_commands(redis) == {}
+        for n in range(round_trips):
+            await assert_relays(across_host, across_client, f"across-{n}")
+        frames = 2 * round_trips  # a command and its answer each
+        # one EVALSHA (DELIVER) a frame; HMGET and EXISTS are its own, run inside Redis
+        assert await frame_commands(redis) == {"evalsha": frames, "hmget": frames, "exists": frames}
 
 
 async def test_subscriptions_killed_in_redis_are_taken_again(
-    servers: Servers, postgres_url: str
+    private_cluster: PrivateCluster,
 ) -> None:
     """CLIENT KILL TYPE pubsub: each process subscribes again (and resyncs) by itself."""
-    async with private_redis() as server:
-        env = {"DATABASE_URL": postgres_url, "SIMBRIDGE_BROKER": "redis", "REDIS_URL": server.url}
-        a, b = await servers.start(**env), await servers.start(**env)
-        async with (
-            httpx.AsyncClient(base_url=a.url, timeout=10) as http,
-            Redis.from_url(server.url, decode_responses=True) as redis,
-        ):
-            alice = await make_account(http, "alice")
-            pair = await make_pair(http, alice)
-            async with socket(a, pair.host) as host_ws, socket(b, pair.client) as client_ws:
-                await assert_relays(host_ws, client_ws, "before")
-                assert await redis.client_kill_filter(_type="pubsub") == 2
+    redis = private_cluster.redis
+    pair = await make_pair(private_cluster.http, private_cluster.alice)
+    async with (
+        socket(private_cluster.a, pair.host) as host_ws,
+        socket(private_cluster.b, pair.client) as client_ws,
+    ):
+        await assert_relays(host_ws, client_ws, "before")
+        assert await redis.client_kill_filter(_type="pubsub") == 2
 
-                async def subscribed_again() -> bool:
-                    return len(await redis.client_list(_type="pubsub")) == 2
+        async def subscribed_again() -> bool:
+            return len(await redis.client_list(_type="pubsub")) == 2
 
-                assert await eventually(subscribed_again, REDIS_RETURN_SECONDS)
-                await assert_relays(host_ws, client_ws, "after")
+        assert await eventually(subscribed_again, REDIS_RETURN_SECONDS)
+        await assert_relays(host_ws, client_ws, "after")
 
 
 async def health_is(http: httpx.AsyncClient, status: int) -> bool:
