@@ -12,13 +12,14 @@ from sanic import Blueprint, Request, Websocket
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
-from simbridge.errors import Forbidden
+from simbridge.errors import BadRequest, Forbidden
 from simbridge.hub.base import close_quietly
 from simbridge.models import DeviceType
 from simbridge.protocol import CLOSE_REVOKED, INTERNAL_ERROR
 from simbridge.services.admission import admit_socket
 from simbridge.web.auth import SUBPROTOCOL, socket_token
 from simbridge.web.context import app_context, runtime_of
+from simbridge.web.parsing import socket_since
 from simbridge.web.queued_websocket import QueuedWebsocket
 from simbridge.web.server_protocol import SimBridgeProtocol
 
@@ -38,6 +39,9 @@ async def admit(request: Request) -> None:
         raise Forbidden("This Origin may not open a socket")
     assert request.route is not None  # blueprint middleware runs for a matched route only
     device_type = DeviceType(request.route.ctx.device_type)
+    request.ctx.since = socket_since(request)
+    if request.ctx.since is not None and ctx.runtime.sequences is None:
+        raise BadRequest("since needs SIMBRIDGE_BROKER=memory: kept frames are one process's")
     request.ctx.admission = await admit_socket(
         socket_token(request),
         request.match_info["device_id"],
@@ -91,6 +95,7 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
         admission.user_id,
         admission.token_version,
         admission.device_token_digest,
+        request.ctx.since,
     )
     try:
         if not await admission.still_valid(device_id, runtime.device_records, runtime.identities):

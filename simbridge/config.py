@@ -53,6 +53,8 @@ class Settings:
     log_batch_size: int = 500
     log_flush_seconds: float = 0.05
     log_queue_size: int = 10_000
+    inbox_ttl_seconds: int = 7 * 24 * 3600
+    inbox_max: int = 1000
     last_seen_flush_seconds: float = 1.0
     graceful_shutdown_seconds: float = 8.0
     backlog: int = 2048
@@ -163,6 +165,8 @@ _POSITIVE = (
     "log_batch_size",
     "log_flush_seconds",
     "log_queue_size",
+    "inbox_ttl_seconds",
+    "inbox_max",
     "last_seen_flush_seconds",
     "graceful_shutdown_seconds",
     "backlog",

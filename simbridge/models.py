@@ -47,6 +47,9 @@ class Device(Model):
     device_type = fields.CharEnumField(DeviceType, max_length=6)
     device_token = fields.CharField(max_length=128, null=True)  # SHA-256 of the device token
     last_seen = fields.DatetimeField(null=True)
+    # The seqs of the frames kept for this device (contract §6) are reserved up to this one in
+    # blocks, so that a restart, even after a crash, never gives a seq out twice.
+    inbox_seq = fields.BigIntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     user_id: int
@@ -109,10 +112,13 @@ class MessageLog(Model):
     msg_type = fields.CharField(max_length=16)
     payload = fields.TextField()
     created_at = fields.DatetimeField()
+    # The frame's place in its recipient's inbox (contract §6): None for frames that got none
+    # (relayed through another process, or logged before inboxes existed).
+    seq = fields.BigIntField(null=True)
 
     from_device_id: int | None
     to_device_id: int | None
 
     class Meta:
         table = "message_logs"
-        indexes = (("from_device_id", "id"), ("to_device_id", "id"))
+        indexes = (("from_device_id", "id"), ("to_device_id", "id"), ("to_device_id", "seq"))

@@ -129,6 +129,28 @@ def connected(device_id: int) -> str:
     return encode({"type": "connected", "device_id": device_id})
 
 
+def connected_since(device_id: int, seq: int, gap: bool) -> str:
+    """The greeting of a `since` socket (contract §6): the device's latest seq, and `gap`
+    when some frame it asked for is no longer kept."""
+    greeting: dict[str, Any] = {"type": "connected", "device_id": device_id, "seq": seq}
+    if gap:
+        greeting["gap"] = True
+    return encode(greeting)
+
+
+def with_seq(raw: str, seq: int) -> str:
+    """`raw` (a JSON object's text) with `"seq": seq` as its first member, for a `since`
+    socket. Spliced like `with_req_id`; a frame that may hold a `seq` of its own already (its
+    sender's, perhaps spelled with escapes) is parsed and written again, with ours in its
+    place."""
+    if '"seq"' in raw or "\\u" in raw:
+        frame = json.loads(raw)
+        frame.pop("seq", None)
+        return json.dumps({"seq": seq, **frame}, separators=(",", ":"), ensure_ascii=False)
+    opening = raw.index("{") + 1
+    return f'{raw[:opening]}"seq":{seq},{raw[opening:]}'
+
+
 def target_offline(target_device_id: int, req_id: Any) -> str:
     return encode(
         {"error": "target_offline", "target_device_id": target_device_id, "req_id": req_id}

@@ -28,6 +28,7 @@ from simbridge.services.log_store import OrmLogStore, SqliteLogStore
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.relay import Relay
 from simbridge.services.retention import RetentionTask
+from simbridge.services.sequences import Sequences
 
 # Worker threads (the SQLite log writer, bcrypt) need the GIL back after each call into C; with
 # Python's default of 5 ms a busy event loop made them wait that long every time, and the log
@@ -49,6 +50,7 @@ class Runtime:
     device_records: DeviceRecords
     writer: MessageLogWriter
     last_seen: LastSeenWriter
+    sequences: Sequences | None  # None: frames are not kept (they need the memory broker)
     relay: Relay
     guard: Guard
     limiter: Limiter
@@ -77,6 +79,8 @@ class Runtime:
         )
 
         last_seen = LastSeenWriter(settings.clock, settings.last_seen_flush_seconds)
+        # Seqs are given out by one process; across processes they will come from Redis.
+        sequences = Sequences() if settings.broker == "memory" else None
 
         async def resync() -> None:  # `runtime` is bound below, before the broker starts
             await runtime.resync()
@@ -92,7 +96,8 @@ class Runtime:
             device_records=DeviceRecords(settings),
             writer=writer,
             last_seen=last_seen,
-            relay=Relay(hub, broker, directory, writer, settings, last_seen),
+            sequences=sequences,
+            relay=Relay(hub, broker, directory, writer, settings, last_seen, sequences),
             guard=Guard(limiter, settings),
             limiter=limiter,
             retention=RetentionTask(
@@ -156,6 +161,8 @@ class Runtime:
         await self.limiter.close()
         await self.writer.stop()
         await self.last_seen.stop()
+        if self.sequences is not None:
+            await self.sequences.release()
         await stop_orm()
 
 

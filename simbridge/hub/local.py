@@ -12,7 +12,7 @@ from simbridge.hub.base import close_all, close_quietly
 from simbridge.hub.open_requests import OpenRequests
 from simbridge.hub.session import Session
 from simbridge.models import DeviceType
-from simbridge.protocol import CLOSE_REPLACED, CLOSE_TOO_SLOW
+from simbridge.protocol import CLOSE_REPLACED, CLOSE_TOO_SLOW, with_seq
 
 log = logging.getLogger("simbridge.hub")
 
@@ -118,11 +118,19 @@ class Hub:
         return self._open_requests.asker(host_id, req_id)
 
     # --- sending -------------------------------------------------------------------------
-    async def send(self, device_id: int, frame: str) -> bool:
-        """Hand `frame` to the device's live socket here; False if it has none (or it failed)."""
+    async def send(self, device_id: int, frame: str, seq: int | None = None) -> bool:
+        """Hand `frame` to the device's live socket here; False if it has none (or it failed).
+
+        A `since` socket gets the frame with its `seq`, and while it is being replayed the
+        frame waits in its session (`Session.held`), to follow the replay."""
         session = self._live.get(device_id)
         if session is None:
             return False
+        if session.since is not None and seq is not None:
+            frame = with_seq(frame, seq)
+        if session.held is not None:
+            session.held.append((seq, frame))
+            return True
         conn = session.conn
         if conn.send_now(frame):  # the common case: no timer, no lock, no task switch
             return True

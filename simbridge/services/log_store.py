@@ -27,27 +27,32 @@ from simbridge.db import CONNECTION
 log = logging.getLogger("simbridge.message_log")
 
 # One row, in the column order of `COLUMNS`.
-LogRow = tuple[int | None, int | None, str, str, datetime]
-COLUMNS = ("from_device_id", "to_device_id", "msg_type", "payload", "created_at")
+LogRow = tuple[int | None, int | None, str, str, datetime, int | None]
+COLUMNS = ("from_device_id", "to_device_id", "msg_type", "payload", "created_at", "seq")
 BUSY_TIMEOUT_SECONDS = 5.0  # as Tortoise's connection: a write of the REST API may hold the lock
 
 
 _COLUMN_LIST = ", ".join(f'"{column}"' for column in COLUMNS)
-ROWS_PER_SQLITE_STATEMENT = 1000  # 5,000 parameters, if the SQLite library allows as many
+_SQLITE_ROW = f"({', '.join('?' * len(COLUMNS))})"
+ROWS_PER_SQLITE_STATEMENT = 1000  # 6,000 parameters, if the SQLite library allows as many
 BUSY_ATTEMPTS = 3
 BUSY_RETRY_SECONDS = 1.0
 
 
 def insert_statement(dialect: str) -> str:
     """A plain parameterised INSERT: building ORM objects cost a fifth of the relay's CPU."""
-    marks = ["?"] * len(COLUMNS) if dialect == "sqlite" else [f"${n}" for n in range(1, 6)]
+    marks = (
+        ["?"] * len(COLUMNS)
+        if dialect == "sqlite"
+        else [f"${n}" for n in range(1, len(COLUMNS) + 1)]
+    )
     return f'INSERT INTO "message_logs" ({_COLUMN_LIST}) VALUES ({", ".join(marks)})'
 
 
 @lru_cache(maxsize=16)  # full batches share one; partial ones vary
 def sqlite_insert(rows: int) -> str:
     """One INSERT of `rows` rows, for SQLite."""
-    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join([_SQLITE_ROW] * rows)
     return f'INSERT INTO "message_logs" ({_COLUMN_LIST}) VALUES {values}'
 
 

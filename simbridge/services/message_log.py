@@ -54,9 +54,15 @@ class MessageLogWriter:
         await self._store.close()
 
     async def write(
-        self, from_id: int | None, to_id: int | None, msg_type: str, payload: str
+        self,
+        from_id: int | None,
+        to_id: int | None,
+        msg_type: str,
+        payload: str,
+        seq: int | None = None,
     ) -> None:
-        row = (from_id, to_id, msg_type, payload, self._clock())
+        """Queue one row; `seq` is the frame's place in its recipient's inbox, if it has one."""
+        row = (from_id, to_id, msg_type, payload, self._clock(), seq)
         try:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:  # back-pressure: the sender waits for the writer

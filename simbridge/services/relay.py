@@ -1,8 +1,8 @@
 """The routing rules of contract §4: who gets a command or an event, and what the sender hears.
 
 Nothing here touches the database on the way of a message: pairings come from the in-memory
-`PairingDirectory`, delivery goes through the broker and the log row is handed to the
-write-behind `MessageLogWriter`.
+`PairingDirectory`, delivery goes through the broker, seqs come from `Sequences` and the log row
+(the inbox too, see `simbridge.services.inbox`) is handed to the write-behind `MessageLogWriter`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from simbridge.services.devices import owned_device
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.message_log import MessageLogWriter
+from simbridge.services.replay import replay_inbox
+from simbridge.services.sequences import Sequences
 
 log = logging.getLogger("simbridge.relay")
 
@@ -46,13 +48,16 @@ class Relay:
         writer: MessageLogWriter,
         settings: Settings,
         last_seen: LastSeenWriter,
+        sequences: Sequences | None,
     ) -> None:
+        """`sequences` is None when frames are not kept (contract §6 needs one process)."""
         self._hub = hub
         self._broker = broker
         self._directory = directory
         self._writer = writer
         self._settings = settings
         self._last_seen = last_seen
+        self._sequences = sequences
         self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
 
     # --- sockets --------------------------------------------------------------------------
@@ -64,8 +69,10 @@ class Relay:
         user_id: int,
         token_version: int | None,
         device_token_digest: str | None,
+        since: int | None = None,
     ) -> Session:
-        """Count a new socket in; whatever happens next, `disconnect` must follow."""
+        """Count a new socket in; whatever happens next, `disconnect` must follow. `since` is
+        the position a v2 socket asked to be replayed from (None: a v1 socket)."""
         session = Session(
             conn=conn,
             device_id=device_id,
@@ -74,6 +81,7 @@ class Relay:
             token_version=token_version,
             bucket=self._bucket_of(device_id),
             device_token_digest=device_token_digest,
+            since=since,
         )
         self._hub.open(session)
         return session
@@ -87,9 +95,13 @@ class Relay:
         return bucket
 
     async def connect(self, session: Session) -> None:
-        """Greet the socket, then make it the device's live connection, here and everywhere."""
-        await session.conn.send(protocol.connected(session.device_id))
-        await self._hub.attach(session)
+        """Greet the socket, then make it the device's live connection, here and everywhere. A
+        `since` socket is attached first, and replayed (`replay_inbox`) before live frames."""
+        if session.since is None or self._sequences is None:
+            await session.conn.send(protocol.connected(session.device_id))
+            await self._hub.attach(session)
+        else:
+            await replay_inbox(session, self._hub, self._sequences, self._writer, self._settings)
         try:
             await self._broker.claim(session.device_id)
         except BrokerUnavailable:  # Redis went away since admission: the broker claims it later
@@ -184,12 +196,16 @@ class Relay:
         return None
 
     async def _fan_out(self, sender_id: int, clients: tuple[int, ...], text: str) -> bool:
-        """An unsolicited event goes to every paired client that is online; True if any."""
-        online = self._hub.online(clients)
-        if len(online) < len(clients):
-            elsewhere = [client for client in clients if client not in online]
-            online |= await self._broker.online(elsewhere)
-        targets = [client for client in clients if client in online]
+        """An unsolicited event goes to every paired client that is online, and is kept for
+        every one, online or not, when frames are kept; True if any got it now."""
+        if self._sequences is not None:
+            targets = list(clients)
+        else:
+            online = self._hub.online(clients)
+            if len(online) < len(clients):
+                elsewhere = [client for client in clients if client not in online]
+                online |= await self._broker.online(elsewhere)
+            targets = [client for client in clients if client in online]
         if len(targets) == 1:  # the common case, without a task per delivery
             return await self._deliver(sender_id, targets[0], EVENT, text)
         # Concurrently: one client that stopped reading must not hold up the others.
@@ -207,15 +223,25 @@ class Relay:
         asked: Asked | None = None,
     ) -> bool:
         """To the target's socket here, or through the broker if another process holds it; a
-        command's asker is remembered by the process that holds the host."""
+        command's asker is remembered by the process that holds the host.
+
+        When frames are kept (contract §6), a frame for a socket here takes the target's next
+        seq, and so does an event for an offline client: it is kept for it. A command is kept
+        only once written to its host (one refused as offline would be sent again later,
+        after its sender had retried it)."""
+        seq = None
         if self._hub.holds(target):
             if asked is not None:
                 self._hub.remember_request(target, *asked)
-            delivered = await self._hub.send(target, text)
+            if self._sequences is not None:
+                seq = await self._sequences.next(target)
+            delivered = await self._hub.send(target, text, seq)
         else:
             delivered = await self._broker.deliver(target, text, asked)
-        if delivered:
-            await self._writer.write(sender_id, target, msg_type, text)
+            if not delivered and msg_type == EVENT and self._sequences is not None:
+                seq = await self._sequences.next(target)
+        if delivered or (seq is not None and msg_type == EVENT):
+            await self._writer.write(sender_id, target, msg_type, text, seq)
         return delivered
 
     # --- REST fallback --------------------------------------------------------------------

@@ -55,3 +55,18 @@ def _validate(schema: type[Schema], data: dict[str, Any], strict: bool) -> Schem
         ]
         fields = ", ".join(error["field"] for error in errors)
         raise ValidationFailed(f"Invalid value for: {fields}", errors=errors) from exc
+
+
+MAX_SEQ = 2**63 - 1  # seqs are 64-bit
+
+
+def socket_since(request: Request) -> int | None:
+    """A socket handshake's `?since=K` (contract §6): None when not given (a v1 socket); 400
+    unless K is a non-negative integer, written in plain digits."""
+    values = request.get_args(keep_blank_values=True).get("since")
+    if values is None:
+        return None
+    raw = values[-1]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_SEQ):
+        raise BadRequest("since must be a non-negative integer")
+    return int(raw)

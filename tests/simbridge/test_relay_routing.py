@@ -74,7 +74,7 @@ async def world() -> AsyncIterator[World]:
 
     await broker.start(hub, no_pairing_changes_here)
     last_seen = LastSeenWriter(clock, settings.last_seen_flush_seconds)
-    relay = Relay(hub, broker, directory, writer, settings, last_seen)
+    relay = Relay(hub, broker, directory, writer, settings, last_seen, None)
     try:
         yield World(relay, writer, await User.create(username="alice", password_hash="-"))
     finally:

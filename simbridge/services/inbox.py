@@ -1,0 +1,33 @@
+"""What a device's inbox keeps (contract §6), read from the message log.
+
+The inbox is not a second copy of the log: every frame routed to a device is one `message_logs`
+row, and the frames that got a seq (`seq` not null) are its inbox. A frame is kept while it is
+one of the device's latest `inbox_max` seqs and younger than `inbox_ttl_seconds`; older ones are
+simply no longer read (retention deletes the rows themselves, with the rest of the log), so
+nothing has to be pruned on the relay path.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from simbridge.config import Settings
+from simbridge.models import MessageLog
+
+
+async def kept_frames(
+    device_id: int, since: int, latest: int, settings: Settings
+) -> list[tuple[int, str]]:
+    """(seq, frame) of the device's inbox after `since`, up to `latest`, in seq order."""
+    if since >= latest:
+        return []
+    lowest = max(since, latest - settings.inbox_max)  # the latest `inbox_max` seqs are kept
+    cutoff = settings.clock() - timedelta(seconds=settings.inbox_ttl_seconds)
+    rows = (
+        await MessageLog.filter(
+            to_device_id=device_id, seq__gt=lowest, seq__lte=latest, created_at__gt=cutoff
+        )
+        .order_by("seq")
+        .values_list("seq", "payload")
+    )
+    return [(int(seq), str(payload)) for seq, payload in rows]

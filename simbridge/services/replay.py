@@ -1,0 +1,59 @@
+"""The start of a `since` socket (contract §6): greeting, replay of what the device missed, then
+live frames, with nothing lost or sent twice at the seam.
+
+The socket is attached (made the device's live one) before anything is read, so a frame routed
+to it from then on takes a seq and waits in its session (`Session.held`) rather than being sent.
+Every frame with a seq up to the one read just after attaching (`latest`) was routed before, so
+it is in the message log once the log writer has committed what it holds. The replay is those
+rows with the frames that waited meanwhile, merged by seq (a frame both read and held is sent
+once); then the frames held while the replay was being written; then the socket goes live.
+"""
+
+from __future__ import annotations
+
+from simbridge import protocol
+from simbridge.config import Settings
+from simbridge.hub import Hub, Session
+from simbridge.services.inbox import kept_frames
+from simbridge.services.message_log import MessageLogWriter
+from simbridge.services.sequences import Sequences
+
+
+async def replay_inbox(
+    session: Session, hub: Hub, sequences: Sequences, writer: MessageLogWriter, settings: Settings
+) -> None:
+    """Attach the `since` socket of `session`, greet it, replay its inbox, then let it go live."""
+    device_id, since = session.device_id, session.since
+    assert since is not None
+    await sequences.latest(device_id)  # read the counter now: `current` below must not wait
+    session.held = []
+    await hub.attach(session)
+    latest = sequences.current(device_id)
+    await writer.flush()  # every frame with a seq up to `latest` is in the log now
+    rows = await kept_frames(device_id, since, latest, settings)
+    replay = {seq: protocol.with_seq(payload, seq) for seq, payload in rows}
+    live: list[str] = []
+    for seq, frame in _take(session):
+        if seq is None or seq > latest:
+            live.append(frame)
+        elif seq > since:
+            replay.setdefault(seq, frame)  # routed just before `latest` was read
+    gap = since < latest and len(replay) < latest - since
+    conn = session.conn
+    await conn.send(protocol.connected_since(device_id, latest, gap))
+    for seq in sorted(replay):
+        await conn.send(replay[seq])
+    for frame in live:
+        await conn.send(frame)
+    # Frames routed while the above was written. Each round sends what came during the last
+    # one; senders are rate-limited (per device, per REST caller), so the rounds shrink.
+    while session.held:
+        for _, frame in _take(session):
+            await conn.send(frame)
+    session.held = None  # nothing awaited since the last check: live from here on
+
+
+def _take(session: Session) -> list[tuple[int | None, str]]:
+    """The frames held so far, in the order routed; the session keeps holding new ones."""
+    held, session.held = session.held or [], []
+    return held
