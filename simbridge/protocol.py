@@ -138,6 +138,11 @@ def connected_since(device_id: int, seq: int, gap: bool) -> str:
     return encode(greeting)
 
 
+def presence(device_id: int, online: bool) -> str:
+    """A paired device came or went (contract §8: `since` sockets only; no seq, not kept)."""
+    return encode({"type": "presence", "device_id": device_id, "online": online})
+
+
 def with_seq(raw: str, seq: int) -> str:
     """`raw` (a JSON object's text) with `"seq": seq` as its first member, for a `since`
     socket. Spliced like `with_req_id`; a frame that may hold a `seq` of its own already (its

@@ -101,12 +101,19 @@ class Relay:
             await session.conn.send(protocol.connected(session.device_id))
             await self._hub.attach(session)
         else:
-            await replay_inbox(session, self._hub, self._sequences, self._writer, self._settings)
+
+            async def presence() -> list[str]:
+                return await self._presence_of_peers(session)
+
+            await replay_inbox(
+                session, self._hub, self._sequences, self._writer, self._settings, presence
+            )
         try:
             await self._broker.claim(session.device_id)
         except BrokerUnavailable:  # Redis went away since admission: the broker claims it later
             log.warning("device %s connected while the broker is unavailable", session.device_id)
         self._last_seen.note(session.device_id)
+        await self._announce(session, online=True)
 
     async def disconnect(self, session: Session) -> None:
         """Called once the socket's handler is done with it, whatever ended it.
@@ -121,10 +128,33 @@ class Relay:
             if self._hub.detach(session):
                 await self._broker.release(session.device_id)
                 self._last_seen.note(session.device_id)
+                await self._announce(session, online=False)
         finally:
             self._hub.close(session)
             if session.bucket.is_full():  # as good as new: no need to remember it
                 self._buckets.pop(session.device_id, None)
+
+    # --- presence (contract §8) --------------------------------------------------------------
+    async def _peers(self, session: Session) -> tuple[int, ...]:
+        if session.device_type is DeviceType.HOST:
+            return await self._directory.clients_of(session.device_id)
+        return await self._directory.hosts_of(session.device_id)
+
+    async def _announce(self, session: Session, online: bool) -> None:
+        """Tell the `since` sockets of the device's paired devices that it came or went."""
+        if self._sequences is None:
+            return  # no `since` sockets
+        frame = protocol.presence(session.device_id, online)
+        for peer in await self._peers(session):
+            peer_session = self._hub.session_of(peer)
+            if peer_session is not None and peer_session.since is not None:
+                await self._hub.send(peer, frame)
+
+    async def _presence_of_peers(self, session: Session) -> list[str]:
+        """A presence frame for each paired device of the session's device."""
+        peers = await self._peers(session)
+        online = await self._broker.online(peers)
+        return [protocol.presence(peer, peer in online) for peer in peers]
 
     async def handle(self, session: Session, raw: str | bytes) -> str | None:
         """Act on one frame from a device; returns the reply for the sender, if any."""

@@ -1,15 +1,20 @@
-"""The start of a `since` socket (contract §6): greeting, replay of what the device missed, then
-live frames, with nothing lost or sent twice at the seam.
+"""The start of a `since` socket (contract §6, §8): greeting, the presence of its paired
+devices, replay of what the device missed, then live frames, with nothing lost or sent twice at
+the seam.
 
 The socket is attached (made the device's live one) before anything is read, so a frame routed
 to it from then on takes a seq and waits in its session (`Session.held`) rather than being sent.
 Every frame with a seq up to the one read just after attaching (`latest`) was routed before, so
 it is in the message log once the log writer has committed what it holds. The replay is those
 rows with the frames that waited meanwhile, merged by seq (a frame both read and held is sent
-once); then the frames held while the replay was being written; then the socket goes live.
+once); then the frames held while the replay was being written; then the socket goes live. The
+presence of the paired devices is read after attaching too: a change after that reading comes
+as a live presence frame, after the replay.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from simbridge import protocol
 from simbridge.config import Settings
@@ -20,15 +25,22 @@ from simbridge.services.sequences import Sequences
 
 
 async def replay_inbox(
-    session: Session, hub: Hub, sequences: Sequences, writer: MessageLogWriter, settings: Settings
+    session: Session,
+    hub: Hub,
+    sequences: Sequences,
+    writer: MessageLogWriter,
+    settings: Settings,
+    presence: Callable[[], Awaitable[list[str]]],
 ) -> None:
-    """Attach the `since` socket of `session`, greet it, replay its inbox, then let it go live."""
+    """Attach the `since` socket of `session`, greet it, tell it which paired devices are
+    online (`presence`: their presence frames), replay its inbox, then let it go live."""
     device_id, since = session.device_id, session.since
     assert since is not None
     await sequences.latest(device_id)  # read the counter now: `current` below must not wait
     session.held = []
     await hub.attach(session)
     latest = sequences.current(device_id)
+    peers = await presence()
     await writer.flush()  # every frame with a seq up to `latest` is in the log now
     rows = await kept_frames(device_id, since, latest, settings)
     replay = {seq: protocol.with_seq(payload, seq) for seq, payload in rows}
@@ -41,6 +53,8 @@ async def replay_inbox(
     gap = since < latest and len(replay) < latest - since
     conn = session.conn
     await conn.send(protocol.connected_since(device_id, latest, gap))
+    for frame in peers:
+        await conn.send(frame)
     for seq in sorted(replay):
         await conn.send(replay[seq])
     for frame in live:
