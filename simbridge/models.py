@@ -121,4 +121,4 @@ class MessageLog(Model):
 
     class Meta:
         table = "message_logs"
-        indexes = (("from_device_id", "id"), ("to_device_id", "id"), ("to_device_id", "seq"))
+        indexes = (("from_device_id", "id"), ("to_device_id", "id"))

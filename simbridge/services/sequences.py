@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from simbridge.models import Device
 
-BLOCK = 128  # seqs reserved per database write
+BLOCK = 1024  # seqs reserved per database write
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
 """Inboxes (contract §6): a seq per kept frame, and each device's reserved seqs (SQL valid on
-SQLite and PostgreSQL alike)."""
+SQLite and PostgreSQL alike). No index on the seq: see `simbridge.services.inbox`."""
 
 from tortoise import BaseDBAsyncClient
 
@@ -9,13 +9,11 @@ RUN_IN_TRANSACTION = True
 async def upgrade(db: BaseDBAsyncClient) -> str:
     return """
         ALTER TABLE "devices" ADD "inbox_seq" BIGINT NOT NULL DEFAULT 0;
-        ALTER TABLE "message_logs" ADD "seq" BIGINT;
-        CREATE INDEX "idx_message_log_to_devi_22eba7" ON "message_logs" ("to_device_id", "seq");"""
+        ALTER TABLE "message_logs" ADD "seq" BIGINT;"""
 
 
 async def downgrade(db: BaseDBAsyncClient) -> str:
     return """
-        DROP INDEX IF EXISTS "idx_message_log_to_devi_22eba7";
         ALTER TABLE "devices" DROP COLUMN "inbox_seq";
         ALTER TABLE "message_logs" DROP COLUMN "seq";"""
 
@@ -38,18 +36,18 @@ MODELS_STATE = (
     "3LUal22ZIzwE2tMLcHRVADXjieoEmKxFbsYK4ptffbmFFuBfIoT7q1dLgRCPz/WcQ5dY5c"
     "HKB4lq6XAzSLXoU5HQYr6JFRzxyZi3potsxU5KAAIG/yT2bvYmH7Ib6Lq0pIsNOSPtFCk9"
     "XpZ6sj091cJGvvyT3EdQcmiHzqEu+dYn0o8JmFsY6D9oSEobL5ExlP686/ckAmdEgjNaoz"
-    "WXgCuZRHqhv0bYYQhA/SQZrm6j/jyZsZGDbdUPQMME2bH0IFOOkEvOWPZ6GbWlzL1YSbWd"
-    "UHZx6s12jSWpoeweiNrscy7oramIPEmfqjjrU02lfXwfTWM8oE6ajXHEpBAQL4t/2t8Gsd"
-    "AngPLopvHtQyz86fZ7nwP1CPStbr9Zhqb/x+zP2nmf38n47FkW731yPmk6kDMJkDYsUCf8"
-    "5tZYCG+SO+UEN2lWQrsyyxIZjxtItoS72YcFct5sS9p7Y0kX2gypd9/tytmDuQR4JcBJDx"
-    "bAK05qbTOkDvI1GfF0JJUjDqajWaPNHuR48FJ4Mej8VFUoe0wFtSmV4/Lcx7YWN3HwWZJ0"
-    "MfTF3T/K8r2cjpVlWu4oZdDI9KSYE+G0YYnvai4ZQW2XVGffUM7LddKDLHsHTzhrlCCvBj"
-    "lrrlx3o3QHnJLvbIl5ZbDxtZJbhpttuzspzF7pbXlofjPhbGLSlZLxkpJL7pZL+j2QdxMj"
-    "0C9Edn3bZ4gjw3pNoh63LCBRPxBiniubTqe2rM1YjC0IkPBoV9YENaQ22+rMhWS3vdns97"
-    "uxjmx2kvtQ9zfN9u1RlfcgVTKJIIdexr3imay4cW8Zk2035i3PpZbnUvcg7lp5LlUwJ5Qx"
-    "7eYSB+8T0fKBnRHKBgNeHMOyMbP92LUMSHcZkLI+Xfdia9RmM4Hp+0IcC0trSo6wtKYIw1"
-    "JWlDxX57ovmLrtGLjjdXBOGRYwC7CVG5X8Bqr6k85W/qn13OdTEnaFuXK3MfpaBoViqIsV"
-    "FKYodp6bSpF/hfH22ySFI4jltZu9uXbTgI6pjeUM/uuXLGXAINQpKXBRKLCQJ4iZmZgiFI"
-    "GTKaenOTgZ1RJyMl4WJw7MqdZA2FcvILrVSiUP461UxIyXlSVoGUbE/+cxcYTZLTvR1uLC"
-    "JEnGTI1I/0qW6R5ienEJuAyMGONK3eFJXtdJUClWQTMr/bjLVM7rf8C2oZo="
+    "WXgCuZRHqhv0bYYQhA/SQZrm6j/jyZsZGDbdUPQMME2bH0IFOOkJKvlThbStCLlTvbCTMX"
+    "Z9hs11iSAcrugajNPqd83ppxyJPbqYqTO9VUdsd3xTTGA+qL2RhHTAoB8bIwp/1tEItwAi"
+    "iPbhrfPsSinG6/9zlQj0Df6vabZQT6f0zyrJ3e+Z3Ezp4l694ntZNe9XPG+mnDAnXCb+6A"
+    "hfAmqVNOcJNmJbQrkymR8biBnEq4aX1YIOdNqqS9N5Zboc2Qevfdrpw9mEuAVwKc9GABvO"
+    "Lc1TYj5yAtkxE2RzI24pg5mhza7HmNBy9TF4POz0iFssdU7JpSOS6Pd2xrcRMHnyVJF0Nf"
+    "3G2iLN/L6VhZpuXGUQaNTE+KORFOG5b4ruaSEdR2SXX2DeW8XCc9yLI36oSzRgnyapCz5s"
+    "p190N3wCn5BpaYVwb7Wyu5ZbintrsDweyV3o6H5jcTziYmXSkZLym55G65pN8DeTcxAv1C"
+    "ZNe3fVQ4MqzXJOpxywIS9QMh5rmy6XRqy9qMxdiCAAlPcGVNUENqs63OXEh225vNfr8b68"
+    "hmJ7kPdX/TbN8eVXkPUiWTCHLoZdwrnsmKG/eWMdl2Y97y+Gl5/HQP4q6Vx08Fc0IZ024u"
+    "cfA+ES0f2BmhbDDgxTEsGzPbj13LgHSXASnr03Xvr0ZtNhOYvi/EsbC0puQIS2uKMCxlRc"
+    "lzda77gqnbjoE7XgfnlGEBswBbuTjJL5qqP+ls5R9Oz30+JWFXmJt1G6OvZVAohrpYQWGK"
+    "Yue5kBT5jxdvvzRSOIJY3q7Zm9s1DeiY2ljO4L9+yVIGDEKdkgIXhQILeYKYmYkpQhE4mX"
+    "J6moOTUS0hJ+NlceLAnGoNhH31AqJbrVTyMN5KRcx4WVmClmFE/P8RE0eYXaYTbS0uTJJk"
+    "zNSI9K9kme4hpheXgMvAiDGu1B2e5HWdBJViFTSz0o+7TOW8/gf6Epmb"
 )
