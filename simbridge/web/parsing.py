@@ -63,10 +63,10 @@ MAX_SEQ = 2**63 - 1  # seqs are 64-bit
 def socket_since(request: Request) -> int | None:
     """A socket handshake's `?since=K` (contract §6): None when not given (a v1 socket); 400
     unless K is a non-negative integer, written in plain digits."""
-    values = request.get_args(keep_blank_values=True).get("since")
-    if values is None:
+    values = request.get_args(keep_blank_values=True).getlist("since")
+    if not values:
         return None
-    raw = values[-1]
+    raw = values[-1]  # the last value wins, as in `parse_query`
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_SEQ):
         raise BadRequest("since must be a non-negative integer")
     return int(raw)
