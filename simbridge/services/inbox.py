@@ -10,7 +10,8 @@ There is no index on `seq`: a third index on the log cost a fifth of the relay's
 SQLite. A device's rows are read newest first through its (`to_device_id`, `id`) index instead,
 as many as can hold what is asked: ids grow with seqs, give or take the few frames in flight at
 once, and the frames routed after the replay's `latest` (a flood while it is read) are allowed
-for with `inbox_max` more rows.
+for with `inbox_max` more rows. Seqs may jump (after a crash, the unused rest of a reserved
+block), so "the latest `inbox_max`" counts frames, not seqs.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ async def kept_frames(
     """(seq, frame) of the device's inbox after `since`, up to `latest`, in seq order."""
     if since >= latest:
         return []
-    lowest = max(since, latest - settings.inbox_max)  # the latest `inbox_max` seqs are kept
     cutoff = settings.clock() - timedelta(seconds=settings.inbox_ttl_seconds)
+    wanted = min(latest - since, settings.inbox_max)  # frames after `since` are at most this
     rows = (
         await MessageLog.filter(to_device_id=device_id)
         .order_by("-id")
-        .limit(latest - lowest + settings.inbox_max)
+        .limit(wanted + settings.inbox_max)
         .values_list("seq", "payload", "created_at")
     )
     kept = {
         int(seq): str(payload)
         for seq, payload, created_at in rows
-        if seq is not None and lowest < seq <= latest and created_at > cutoff
+        if seq is not None and since < seq <= latest and created_at > cutoff
     }
-    return sorted(kept.items())
+    return sorted(kept.items())[-settings.inbox_max :]  # the oldest go first

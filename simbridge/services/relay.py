@@ -259,20 +259,30 @@ class Relay:
         seq, and so does an event for an offline client: it is kept for it. A command is kept
         only once written to its host (one refused as offline would be sent again later,
         after its sender had retried it)."""
+        keeping = await self._keeping_for(target)
         seq = None
-        if self._hub.holds(target):
+        if self._hub.holds(target):  # nothing awaited since `ready`: see `Sequences.ready`
             if asked is not None:
                 self._hub.remember_request(target, *asked)
-            if self._sequences is not None:
-                seq = await self._sequences.next(target)
+            if keeping is not None:
+                seq = keeping.take(target)
             delivered = await self._hub.send(target, text, seq)
+        elif keeping is not None and msg_type == EVENT:  # kept for the client, who is offline
+            seq = keeping.take(target)
+            delivered = False
         else:
             delivered = await self._broker.deliver(target, text, asked)
-            if not delivered and msg_type == EVENT and self._sequences is not None:
-                seq = await self._sequences.next(target)
         if delivered or (seq is not None and msg_type == EVENT):
             await self._writer.write(sender_id, target, msg_type, text, seq)
         return delivered
+
+    async def _keeping_for(self, target: int) -> Sequences | None:
+        """The seqs to keep frames for `target` with, ready to be taken; None when frames are
+        not kept (or the device is gone)."""
+        sequences = self._sequences
+        if sequences is None or not await sequences.ready(target):
+            return None
+        return sequences
 
     # --- REST fallback --------------------------------------------------------------------
     async def send_command(self, user: User, host_id: int, cmd: str, args: dict[str, Any]) -> str:

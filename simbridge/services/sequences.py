@@ -35,13 +35,21 @@ class Sequences:
         self._counters: dict[int, _Counter] = {}
         self._loading: dict[int, asyncio.Task[_Counter | None]] = {}
 
-    async def next(self, device_id: int) -> int | None:
-        """The device's next seq; None if there is no such device."""
+    async def ready(self, device_id: int) -> bool:
+        """Make the device's next seq available to `take` without waiting; False if there is
+        no such device. The caller decides whether to take it only after this returns, with
+        nothing awaited in between: then no socket can attach between its decision and its
+        seq (see `replay_inbox`)."""
         counter = self._counters.get(device_id) or await self._load(device_id)
         if counter is None:
-            return None
+            return False
         while counter.given >= counter.reserved:  # each round reserves a block
             await self._reserve(device_id, counter)
+        return True
+
+    def take(self, device_id: int) -> int:
+        """The device's next seq (after `ready`); reserves the next block ahead of need."""
+        counter = self._counters[device_id]
         counter.given += 1
         if counter.reserved - counter.given < BLOCK // 2 and counter.reserving is None:
             counter.reserving = asyncio.create_task(self._write_mark(device_id, counter))

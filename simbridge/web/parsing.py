@@ -57,16 +57,17 @@ def _validate(schema: type[Schema], data: dict[str, Any], strict: bool) -> Schem
         raise ValidationFailed(f"Invalid value for: {fields}", errors=errors) from exc
 
 
-MAX_SEQ = 2**63 - 1  # seqs are 64-bit
+MAX_SINCE_DIGITS = 4000  # beyond every seq, and within what Python turns into an int at once
 
 
 def socket_since(request: Request) -> int | None:
     """A socket handshake's `?since=K` (contract §6): None when not given (a v1 socket); 400
-    unless K is a non-negative integer, written in plain digits."""
+    unless K is a non-negative integer, written in plain digits. Any K beyond the device's
+    latest seq is valid: it asks for nothing to be replayed."""
     values = request.get_args(keep_blank_values=True).getlist("since")
     if not values:
         return None
     raw = values[-1]  # the last value wins, as in `parse_query`
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_SEQ):
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_SINCE_DIGITS):
         raise BadRequest("since must be a non-negative integer")
     return int(raw)
