@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen, scaleout
+from bench import delivery, loadgen, scaleout
 from bench.cluster import BACKGROUND, SHARED_REDIS_URL
 from bench.common import OTHER_CPU, Snapshot, wait_until_idle
 from bench.common import ge as _ge
@@ -93,6 +93,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "sms_rate": 10.0,
         "reconnect_rate": 1.0,
     },
+    "replay": {"frames": 1000, "rounds": 5},  # bench/delivery.py
     # scale-out (bench/scaleout.py): several processes on one Redis
     "cross-throughput": {"pairs": 50, "window": 4, "warmup": 2.0, "seconds": 10.0},
     "cross-latency": {"pairs": 10, "rate": 1000, "warmup": 1.0, "seconds": 10.0},
@@ -117,6 +118,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "login-stall": {"bursts": 1, "baseline": 0.5},
     "log-complete": {"messages": 2000},
     "soak": {"warmup": 2.0, "seconds": 10.0, "sample_every": 1.0},
+    "replay": {"frames": 100, "rounds": 2},
     "cross-throughput": {"pairs": 10, "warmup": 0.2, "seconds": 0.5},
     "cross-latency": {"warmup": 0.2, "seconds": 0.5},
     "workers": {"pairs": 10, "warmup": 0.5, "seconds": 0.5},
@@ -996,6 +998,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "login-stall": scenario_login_stall,
     "log-complete": scenario_log_complete,
     "soak": scenario_soak,
+    **delivery.RUNNERS,
     **scaleout.RUNNERS,
 }
 
