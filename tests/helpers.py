@@ -359,10 +359,16 @@ Server = LiveServer | ServerProcess  # anything serving at `.url` and `.ws_url`
 CARRIERS = ("query", "header", "subprotocol")  # the ways a socket's token may travel
 
 
-def socket_url(server: Server, device: Device, token: str | None = None) -> str:
-    """The socket path of `device` (on its type's path), with `?token=` when `token` is given."""
+def socket_url(
+    server: Server, device: Device, token: str | None = None, since: int | str | None = None
+) -> str:
+    """The socket path of `device` (on its type's path), with `token=` when `token` is given
+    and `since=` (contract §6, written as given: a string goes in unchanged) when `since` is."""
     url = f"{server.ws_url}/ws/{device.type}/{device.id}"
-    return url if token is None else f"{url}?token={token}"
+    query = [] if token is None else [f"token={token}"]
+    if since is not None:
+        query.append(f"since={since}")
+    return f"{url}?{'&'.join(query)}" if query else url
 
 
 def dial(
@@ -371,18 +377,20 @@ def dial(
     token: str | None,
     carrier: str = "query",
     origin: str | None = None,
+    since: int | str | None = None,
 ) -> connect:
     """The (unopened) connection to `device`'s socket with `token` carried the `carrier` way: in
-    `?token=`, in `Authorization: Bearer` or in the subprotocols `simbridge, bearer.<token>`."""
+    `?token=`, in `Authorization: Bearer` or in the subprotocols `simbridge, bearer.<token>`;
+    with `?since=` when `since` is given."""
     headers: dict[str, str] = {}
     subprotocols = None
     if carrier == "query":
-        url = socket_url(server, device, token)
+        url = socket_url(server, device, token, since)
     elif carrier == "header":
-        url, headers = socket_url(server, device), bearer(token)
+        url, headers = socket_url(server, device, since=since), bearer(token)
     else:
         assert carrier == "subprotocol" and token is not None, (carrier, token)
-        url = socket_url(server, device)
+        url = socket_url(server, device, since=since)
         subprotocols = [Subprotocol("simbridge"), Subprotocol(f"bearer.{token}")]
     return connect(
         url,
@@ -414,6 +422,7 @@ class Handshake:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     subprotocol: str | None = None
+    greeting: dict[str, Any] | None = None  # the accepted socket's first frame
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
@@ -429,16 +438,27 @@ async def handshake(
     token: str | None,
     carrier: str = "query",
     origin: str | None = None,
+    since: int | str | None = None,
 ) -> Handshake:
     """Try to open `device`'s socket with `token` (None: no token at all) carried the `carrier`
-    way. An accepted socket must greet and answer a ping before it is closed, so that a probe
-    never drops a socket in the middle of its greeting."""
+    way, with `?since=` when `since` is given. An accepted socket must greet and answer a ping
+    before it is closed, so that a probe never drops a socket in the middle of its greeting (a
+    `since` socket's greeting has its `seq`, and what it replays comes before the pong)."""
     try:
-        async with dial(server, device, token, carrier, origin) as ws:
+        async with dial(server, device, token, carrier, origin, since) as ws:
             assert ws.response is not None
-            assert await receive(ws) == {"type": "connected", "device_id": device.id}
-            await assert_next_is_pong(ws)
-            return Handshake(101, dict(ws.response.headers.raw_items()), b"", ws.subprotocol)
+            greeting = await receive(ws)
+            if since is None:
+                assert greeting == {"type": "connected", "device_id": device.id}
+                await assert_next_is_pong(ws)
+            else:
+                assert greeting.get("type") == "connected", greeting
+                assert greeting.get("device_id") == device.id, greeting
+                assert isinstance(greeting.get("seq"), int), greeting
+                await receive_until_pong(ws)
+            return Handshake(
+                101, dict(ws.response.headers.raw_items()), b"", ws.subprotocol, greeting
+            )
     except InvalidStatus as refused:
         response = refused.response
         return Handshake(
@@ -498,6 +518,21 @@ async def assert_next_is_pong(ws: ClientConnection) -> None:
     await send(ws, PING)
     frame = await receive(ws)
     assert frame == PONG, f"{frame} arrived before the pong"
+
+
+MAX_FRAMES_BEFORE_PONG = 10_000  # more than a device's inbox holds by default (contract §6)
+
+
+async def receive_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Ping, and receive until the pong; returns the frames that came before it."""
+    await send(ws, PING)
+    before = []
+    for _ in range(MAX_FRAMES_BEFORE_PONG):
+        frame = await receive(ws)
+        if frame == PONG:
+            return before
+        before.append(frame)
+    raise AssertionError(f"no pong after {MAX_FRAMES_BEFORE_PONG} frames")
 
 
 def marker_for(recipient: Device) -> dict[str, Any]:
