@@ -410,6 +410,8 @@ class RoundTrips:
     def _client_handler(self, client: Ws, index: int) -> Callable[[bytes], None]:
         def on_message(data: bytes) -> None:
             frame = orjson.loads(data)
+            if frame.get("type") == "presence":  # a `since` socket hears its host come and go
+                return
             sent = self._sent.pop(frame.get("req_id"), None)
             if sent is None or frame.get("type") != "event":
                 self._error(data)
@@ -489,6 +491,8 @@ class Paced:
         def on_message(data: bytes) -> None:
             arrived = now()
             frame = orjson.loads(data)
+            if frame.get("type") == "presence":  # a `since` socket hears its host come and go
+                return
             sent = self._pending.pop(frame.get("req_id"), None)
             if sent is None or frame.get("type") != "event":
                 self._error(data)

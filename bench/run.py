@@ -143,7 +143,8 @@ RUNS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 
 async def _open_pairs(server: Server, setup: Setup, opts: argparse.Namespace) -> list:
-    conns = await connect_pairs(server, setup.pairs, opts.client)
+    since = opts.since and server.kind != "bare"  # the bare relay keeps nothing
+    conns = await connect_pairs(server, setup.pairs, opts.client, since=since)
     _quiet_gc()
     return conns
 
@@ -1375,6 +1376,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="WebSocket client of the load generator (default: picows if installed)",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare relay baseline")
+    parser.add_argument(
+        "--since",
+        action="store_true",
+        help="clients on `since=0` sockets (contract §6: frames with seqs, replay first)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     parser.add_argument(
         "--bare-backlog",
@@ -1447,6 +1453,7 @@ def options_for(scenario: str, args: argparse.Namespace) -> argparse.Namespace:
         server_env=env,
         quick=args.quick,
         split=args.split,
+        since=args.since,
         redis=args.redis,
         db=args.db,
     )

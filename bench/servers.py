@@ -412,16 +412,18 @@ def client_url(server: Server, pair: PairInfo) -> str:
 
 async def open_checked(url: str, device_id: int, client: str, timeout: float = 10.0) -> Ws:
     ws = await open_ws(url, client, timeout)
-    if ws.greeting != {"type": "connected", "device_id": device_id}:
+    greeting = {k: v for k, v in ws.greeting.items() if k != "seq"}  # a `since` socket's has it
+    if greeting != {"type": "connected", "device_id": device_id}:
         await ws.close()
         raise RuntimeError(f"unexpected greeting {ws.greeting!r}")
     return ws
 
 
 async def connect_pairs(
-    server: Server, pairs: list[PairInfo], client: str, concurrency: int = 32
+    server: Server, pairs: list[PairInfo], client: str, concurrency: int = 32, since: bool = False
 ) -> list[PairConn]:
-    """Open every host, then every client (each greeted and checked)."""
+    """Open every host, then every client (each greeted and checked); clients on `since=0`
+    sockets when `since`."""
 
     class _NoConn:
         def close(self) -> None:
@@ -430,7 +432,8 @@ async def connect_pairs(
     async def one(_: Any, index: int) -> PairConn:
         info = pairs[index]
         host = await open_checked(host_url(server, info), info.host_id, client)
-        guest = await open_checked(client_url(server, info), info.client_id, client)
+        url = client_url(server, info) + ("&since=0" if since else "")
+        guest = await open_checked(url, info.client_id, client)
         return PairConn(host, guest)
 
     return await for_each(len(pairs), concurrency, _NoConn, one)

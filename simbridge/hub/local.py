@@ -37,6 +37,7 @@ class Hub:
         self._open_requests = open_requests
         self._max_sockets_per_user = max_sockets_per_user
         self._live: dict[int, Session] = {}
+        self._live_since: set[int] = set()  # devices whose live session is a `since` socket
         self._by_user: dict[int, set[Session]] = {}
         self._count = 0
         self._none_open = asyncio.Event()
@@ -68,6 +69,10 @@ class Hub:
         """Make `session` its device's live one; a previous socket here is closed with 4000."""
         previous = self._live.get(session.device_id)
         self._live[session.device_id] = session
+        if session.since is not None:
+            self._live_since.add(session.device_id)
+        else:
+            self._live_since.discard(session.device_id)
         if previous is not None and previous is not session:
             await close_quietly(previous.conn, CLOSE_REPLACED, "replaced")
 
@@ -76,11 +81,16 @@ class Hub:
         if self._live.get(session.device_id) is not session:
             return False
         del self._live[session.device_id]
+        self._live_since.discard(session.device_id)
         return True
 
     def session_of(self, device_id: int) -> Session | None:
         """The device's live session here, if it has one."""
         return self._live.get(device_id)
+
+    def any_since(self) -> bool:
+        """Whether some live session here is a `since` socket (only those hear presence)."""
+        return bool(self._live_since)
 
     def holds(self, device_id: int) -> bool:
         return device_id in self._live

@@ -142,8 +142,8 @@ class Relay:
 
     async def _announce(self, session: Session, online: bool) -> None:
         """Tell the `since` sockets of the device's paired devices that it came or went."""
-        if self._sequences is None:
-            return  # no `since` sockets
+        if not self._hub.any_since():
+            return  # nobody here to tell: no lookup of the peers on a v1 handshake
         frame = protocol.presence(session.device_id, online)
         for peer in await self._peers(session):
             peer_session = self._hub.session_of(peer)
