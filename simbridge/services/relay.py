@@ -25,6 +25,7 @@ from simbridge.services.devices import owned_device
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.message_log import MessageLogWriter
+from simbridge.services.presence import Presence
 from simbridge.services.replay import replay_inbox
 from simbridge.services.sequences import Sequences
 
@@ -58,6 +59,7 @@ class Relay:
         self._settings = settings
         self._last_seen = last_seen
         self._sequences = sequences
+        self._presence = Presence(hub, broker, directory)
         self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
 
     # --- sockets --------------------------------------------------------------------------
@@ -103,7 +105,7 @@ class Relay:
         else:
 
             async def presence() -> list[str]:
-                return await self._presence_of_peers(session)
+                return await self._presence.of_peers(session)
 
             await replay_inbox(
                 session, self._hub, self._sequences, self._writer, self._settings, presence
@@ -113,7 +115,7 @@ class Relay:
         except BrokerUnavailable:  # Redis went away since admission: the broker claims it later
             log.warning("device %s connected while the broker is unavailable", session.device_id)
         self._last_seen.note(session.device_id)
-        await self._announce(session, online=True)
+        await self._presence.announce(session, online=True)
 
     async def disconnect(self, session: Session) -> None:
         """Called once the socket's handler is done with it, whatever ended it.
@@ -128,33 +130,11 @@ class Relay:
             if self._hub.detach(session):
                 await self._broker.release(session.device_id)
                 self._last_seen.note(session.device_id)
-                await self._announce(session, online=False)
+                await self._presence.announce(session, online=False)
         finally:
             self._hub.close(session)
             if session.bucket.is_full():  # as good as new: no need to remember it
                 self._buckets.pop(session.device_id, None)
-
-    # --- presence (contract §8) --------------------------------------------------------------
-    async def _peers(self, session: Session) -> tuple[int, ...]:
-        if session.device_type is DeviceType.HOST:
-            return await self._directory.clients_of(session.device_id)
-        return await self._directory.hosts_of(session.device_id)
-
-    async def _announce(self, session: Session, online: bool) -> None:
-        """Tell the `since` sockets of the device's paired devices that it came or went."""
-        if not self._hub.any_since():
-            return  # nobody here to tell: no lookup of the peers on a v1 handshake
-        frame = protocol.presence(session.device_id, online)
-        for peer in await self._peers(session):
-            peer_session = self._hub.session_of(peer)
-            if peer_session is not None and peer_session.since is not None:
-                await self._hub.send(peer, frame)
-
-    async def _presence_of_peers(self, session: Session) -> list[str]:
-        """A presence frame for each paired device of the session's device."""
-        peers = await self._peers(session)
-        online = await self._broker.online(peers)
-        return [protocol.presence(peer, peer in online) for peer in peers]
 
     async def handle(self, session: Session, raw: str | bytes) -> str | None:
         """Act on one frame from a device; returns the reply for the sender, if any."""
