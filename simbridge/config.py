@@ -88,6 +88,7 @@ class Settings:
     heartbeat_seconds: float = 2.0
     workers: int = 1
     access_log: bool = False
+    gc_freeze: bool = True
     log_level: str = "INFO"
     clock: Clock = field(default=utc_now, compare=False, repr=False)
 

@@ -4,6 +4,7 @@ and stops them in reverse. It imports no web framework; the Sanic listeners only
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from dataclasses import dataclass
@@ -112,6 +113,12 @@ class Runtime:
         writer.start()
         last_seen.start()
         runtime.retention.start()
+        if settings.gc_freeze:
+            # What start-up built lives as long as the server: keep it out of every collection,
+            # so a full one (a reconnect storm makes a few) does not walk it each time (storm of
+            # 1,000 hosts: 0.47 -> 0.28-0.36 s, 380 -> 200-290 µs of CPU per connect).
+            gc.collect()
+            gc.freeze()
         return runtime
 
     async def apply(self, control: Control) -> None:
@@ -164,6 +171,8 @@ class Runtime:
         if self.sequences is not None:
             await self.sequences.release()
         await stop_orm()
+        if self.settings.gc_freeze:
+            gc.unfreeze()  # a process that starts another server collects it again
 
 
 def _limiter(settings: Settings) -> Limiter:

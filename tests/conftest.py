@@ -35,6 +35,7 @@ def settings(tmp_path: Path, clock: ManualClock) -> Settings:
         jwt_secret=TEST_SECRET,
         db_path=str(tmp_path / "simbridge.db"),
         bcrypt_rounds=4,
+        gc_freeze=False,  # a full collection per server start doubled the suite's time
         log_flush_seconds=0.005,
         graceful_shutdown_seconds=2.0,
         clock=clock,
