@@ -74,10 +74,6 @@ class Sequences:
         for start in range(0, len(marks), 500):
             await Device.bulk_update(marks[start : start + 500], fields=["inbox_seq"])
 
-    def forget(self, device_id: int) -> None:
-        """The device was deleted."""
-        self._counters.pop(device_id, None)
-
     async def _load(self, device_id: int) -> _Counter | None:
         loading = self._loading.get(device_id)
         if loading is None:

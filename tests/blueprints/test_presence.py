@@ -7,18 +7,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
 from tests.helpers import (
     Device,
     LiveServer,
     Pair,
     assert_next_is_pong,
+    dial,
     make_device,
     pair_devices,
     receive,
     socket,
-    socket_url,
 )
 
 
@@ -27,8 +27,7 @@ async def since_socket(
     server: LiveServer, device: Device, since: int = 0
 ) -> AsyncIterator[ClientConnection]:
     """A `since` socket of `device`; its greeting is left for the test to read."""
-    url = f"{socket_url(server, device, device.owner.token)}&since={since}"
-    async with connect(url, open_timeout=5, close_timeout=2) as ws:
+    async with dial(server, device, device.owner.token, since=since) as ws:
         yield ws
 
 
