@@ -60,5 +60,7 @@ async def rotate_token(request: Request, device_id: int) -> HTTPResponse:
 async def delete_device(request: Request, device_id: int) -> HTTPResponse:
     """Delete a device with its pairings; its socket closes and nothing more is routed to it."""
     runtime = runtime_of(request)
-    await revocation.remove_device(request.ctx.user, device_id, runtime.directory, runtime.broker)
+    await revocation.remove_device(
+        request.ctx.user, device_id, runtime.directory, runtime.broker, runtime.commands
+    )
     return json({"status": "deleted"})

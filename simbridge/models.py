@@ -122,3 +122,43 @@ class MessageLog(Model):
     class Meta:
         table = "message_logs"
         indexes = (("from_device_id", "id"), ("to_device_id", "id"))
+
+
+class CommandState(StrEnum):
+    """Where a command is in its life (contract §7)."""
+
+    QUEUED = "queued"  # waiting for its host to connect
+    SENT = "sent"  # written to the host's socket
+    ANSWERED = "answered"  # the host sent an event with its req_id
+    EXPIRED = "expired"  # its TTL passed while queued
+    FAILED = "failed"  # refused (host offline, policy fail), or its host was deleted
+
+
+class CommandRecord(Model):
+    """One command from a client or the REST API, and what became of it.
+
+    `host_device_id` is no foreign key: a host's commands outlive it (a queued one is then
+    `failed`), and stay visible to the account, as long as history is kept. A command in the
+    queue keeps the frame to write (`frame`) and its deadline (`expires_at`); the partial index
+    `commands_queued` (in the migration) finds a host's queue without touching the rest.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    req_id = fields.CharField(max_length=128, db_index=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name=False, on_delete=fields.CASCADE, db_index=False
+    )
+    host_device_id = fields.IntField()
+    sender_device_id = fields.IntField(null=True)  # None: sent through the REST API
+    cmd = fields.TextField()
+    state = fields.CharEnumField(CommandState, max_length=8)
+    frame = fields.TextField(null=True)
+    answer = fields.TextField(null=True)
+    expires_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    user_id: int
+
+    class Meta:
+        table = "commands"

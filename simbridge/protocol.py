@@ -20,6 +20,7 @@ UNKNOWN_TYPE = '{"error":"unknown message type"}'
 NO_PAIRED_HOST = '{"error":"no paired host"}'
 NO_PAIRED_CLIENT = '{"error":"no paired client"}'
 INTERNAL_ERROR = '{"error":"internal error"}'
+INVALID_OFFLINE_POLICY = '{"error":"invalid offline policy"}'
 
 # Close codes
 CLOSE_GOING_AWAY = 1001
@@ -160,6 +161,11 @@ def target_offline(target_device_id: int, req_id: Any) -> str:
     return encode(
         {"error": "target_offline", "target_device_id": target_device_id, "req_id": req_id}
     )
+
+
+def queued(req_id: Any, target_device_id: int) -> str:
+    """The command waits for its offline host (contract §7)."""
+    return encode({"type": "queued", "req_id": req_id, "target_device_id": target_device_id})
 
 
 def not_paired(target_device_id: Any) -> str:

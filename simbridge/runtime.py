@@ -20,6 +20,7 @@ from simbridge.limits import Limiter, MemoryLimiter
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REMOVED, CLOSE_REVOKED
 from simbridge.redis_limiter import RedisLimiter
 from simbridge.services.admission import no_longer_admitted
+from simbridge.services.commands import Commands
 from simbridge.services.device_records import DeviceRecords
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Guard
@@ -52,6 +53,7 @@ class Runtime:
     writer: MessageLogWriter
     last_seen: LastSeenWriter
     sequences: Sequences | None  # None: frames are not kept (they need the memory broker)
+    commands: Commands
     relay: Relay
     guard: Guard
     limiter: Limiter
@@ -82,6 +84,8 @@ class Runtime:
         last_seen = LastSeenWriter(settings.clock, settings.last_seen_flush_seconds)
         # Seqs are given out by one process; across processes they will come from Redis.
         sequences = Sequences() if settings.broker == "memory" else None
+        commands = Commands(writer, settings.clock)
+        await commands.load()
 
         async def resync() -> None:  # `runtime` is bound below, before the broker starts
             await runtime.resync()
@@ -98,7 +102,8 @@ class Runtime:
             writer=writer,
             last_seen=last_seen,
             sequences=sequences,
-            relay=Relay(hub, broker, directory, writer, settings, last_seen, sequences),
+            commands=commands,
+            relay=Relay(hub, broker, directory, writer, settings, last_seen, sequences, commands),
             guard=Guard(limiter, settings),
             limiter=limiter,
             retention=RetentionTask(

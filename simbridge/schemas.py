@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from simbridge.models import MAX_ID, USERNAME_MAX_LENGTH
+from simbridge.services.commands import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 
 DeviceId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Sim = Annotated[int, Field(ge=1, le=8)]
@@ -61,14 +62,30 @@ class PairConfirm(Body):
     client_device_id: DeviceId
 
 
-class SmsCommand(Body):
+class OfflineOption(Body):
+    """What to do when the host is offline (contract §7): refuse (503, v1) or queue."""
+
+    offline: Literal["fail", "queue"] = "fail"
+    ttl_seconds: Annotated[int, Field(ge=1, le=MAX_TTL_SECONDS)] = DEFAULT_TTL_SECONDS
+
+
+WaitSeconds = Annotated[
+    int, Field(ge=0, le=30, description="Seconds to wait for the host's answer (0: reply at once)")
+]
+
+
+class WaitQuery(Body):
+    wait: WaitSeconds = 0
+
+
+class SmsCommand(OfflineOption):
     to_device_id: DeviceId
     sim: Sim
     to: PhoneNumber
     body: Annotated[str, Field(min_length=1, max_length=1600)]
 
 
-class CallCommand(Body):
+class CallCommand(OfflineOption):
     to_device_id: DeviceId
     sim: Sim
     to: PhoneNumber
@@ -76,6 +93,11 @@ class CallCommand(Body):
 
 class HostQuery(Body):
     host_device_id: DeviceId
+
+
+class SimsQuery(OfflineOption):
+    host_device_id: DeviceId
+    wait: WaitSeconds = 0
 
 
 class HistoryQuery(Body):
@@ -139,8 +161,23 @@ class PairedOut(BaseModel):
 
 
 class CommandSent(BaseModel):
-    status: Literal["sent"]
+    status: Literal["sent", "queued", "answered"] = Field(
+        description="`sent` to the host, `queued` for it, or `answered` (with `wait`)"
+    )
     req_id: str
+    answer: dict[str, Any] | None = Field(
+        default=None, description="The host's answer event; only when `answered`"
+    )
+
+
+class CommandStateOut(BaseModel):
+    req_id: str
+    host_device_id: int
+    cmd: str
+    state: Literal["queued", "sent", "answered", "expired", "failed"]
+    created_at: datetime
+    updated_at: datetime
+    answer: dict[str, Any] | None = Field(description="The first event answering it")
 
 
 class MessageOut(BaseModel):

@@ -1,4 +1,5 @@
-"""Where the message-log writer puts its batches: one INSERT statement, many rows, one commit.
+"""Where the message-log writer puts its batches: one INSERT statement, many rows, one commit,
+with the changes of command states (`simbridge.services.command_changes`) queued among them.
 
 On SQLite the batch goes through a connection of its own, in a worker thread: BEGIN, the
 inserts and COMMIT in one hop. Through Tortoise's single aiosqlite connection the same batch
@@ -23,12 +24,14 @@ from typing import Protocol
 from tortoise import connections
 
 from simbridge.db import CONNECTION
+from simbridge.services.command_changes import CommandChange
 
 log = logging.getLogger("simbridge.message_log")
 
 # One row, in the column order of `COLUMNS`.
 LogRow = tuple[int | None, int | None, str, str, datetime, int | None]
 COLUMNS = ("from_device_id", "to_device_id", "msg_type", "payload", "created_at", "seq")
+Row = LogRow | CommandChange  # what the writer queues
 BUSY_TIMEOUT_SECONDS = 5.0  # as Tortoise's connection: a write of the REST API may hold the lock
 
 
@@ -56,9 +59,22 @@ def sqlite_insert(rows: int) -> str:
     return f'INSERT INTO "message_logs" ({_COLUMN_LIST}) VALUES {values}'
 
 
+def split(batch: Sequence[Row]) -> tuple[list[LogRow], list[CommandChange]]:
+    """The log rows of a batch, and its command changes in the order queued."""
+    rows: list[LogRow] = []
+    changes: list[CommandChange] = []
+    for row in batch:
+        if type(row) is tuple:
+            rows.append(row)
+        else:
+            changes.append(row)  # type: ignore[arg-type]
+    return rows, changes
+
+
 class LogStore(Protocol):
-    async def insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
-        """Commit each batch in a transaction of its own.
+    async def insert(self, batches: Sequence[Sequence[Row]]) -> None:
+        """Commit each batch in a transaction of its own: its log rows, then its command
+        changes, in order (a change depends only on rows queued before it).
 
         A batch refused as a whole (a row names a device deleted since) is stored row by row,
         and a row refused even alone is logged and dropped: every row that can be kept is.
@@ -70,19 +86,27 @@ class LogStore(Protocol):
 class OrmLogStore:
     """Through the database Tortoise was initialised with."""
 
-    async def insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
+    async def insert(self, batches: Sequence[Sequence[Row]]) -> None:
         db = connections.get(CONNECTION)
-        statement = insert_statement(db.schema_generator.DIALECT)
+        dialect = db.schema_generator.DIALECT
+        statement = insert_statement(dialect)
         for batch in batches:
+            rows, changes = split(batch)
             try:
-                await db.execute_many(statement, list(batch))
+                if rows:
+                    await db.execute_many(statement, list(rows))
             except Exception:
-                _refused(batch)
-                for row in batch:
+                _refused(rows)
+                for row in rows:
                     try:
                         await db.execute_query(statement, list(row))
                     except Exception:
                         log.exception("could not store the log row of a %s", row[2])
+            for change in changes:
+                try:
+                    await db.execute_query(*change.statement(dialect))
+                except Exception:
+                    log.exception("could not store a command's state")
 
     async def close(self) -> None:
         return None
@@ -102,7 +126,7 @@ class SqliteLogStore:
         self._connection: sqlite3.Connection | None = None
         self._rows_per_statement = 1  # set from the SQLite library's limit when connecting
 
-    async def insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
+    async def insert(self, batches: Sequence[Sequence[Row]]) -> None:
         await asyncio.to_thread(self._insert, batches)
 
     async def close(self) -> None:
@@ -110,11 +134,11 @@ class SqliteLogStore:
             await asyncio.to_thread(self._connection.close)
             self._connection = None
 
-    def _insert(self, batches: Sequence[Sequence[LogRow]]) -> None:
+    def _insert(self, batches: Sequence[Sequence[Row]]) -> None:
         for batch in batches:
-            self._insert_batch(batch)
+            self._insert_batch(*split(batch))
 
-    def _insert_batch(self, batch: Sequence[LogRow]) -> None:
+    def _insert_batch(self, batch: Sequence[LogRow], changes: Sequence[CommandChange]) -> None:
         """Commit the batch; a busy database (the REST API's connection holding the lock
         past the busy timeout) is waited for, a refused row costs only itself."""
         for attempt in range(1, BUSY_ATTEMPTS + 1):
@@ -124,6 +148,8 @@ class SqliteLogStore:
                     for start in range(0, len(batch), self._rows_per_statement):
                         rows = batch[start : start + self._rows_per_statement]
                         connection.execute(sqlite_insert(len(rows)), list(chain(*rows)))
+                    for change in changes:
+                        connection.execute(*change.statement("sqlite"))
                 return
             except sqlite3.IntegrityError:
                 _refused(batch)
@@ -133,6 +159,12 @@ class SqliteLogStore:
                             connection.execute(sqlite_insert(1), row)
                     except sqlite3.Error:
                         log.exception("could not store the log row of a %s", row[2])
+                for change in changes:
+                    try:
+                        with connection:
+                            connection.execute(*change.statement("sqlite"))
+                    except sqlite3.Error:
+                        log.exception("could not store a command's state")
                 return
             except sqlite3.OperationalError:
                 if attempt == BUSY_ATTEMPTS:

@@ -12,7 +12,8 @@ import asyncio
 import logging
 
 from simbridge.clock import Clock
-from simbridge.services.log_store import LogRow, LogStore
+from simbridge.services.command_changes import CommandChange
+from simbridge.services.log_store import LogStore, Row
 
 log = logging.getLogger("simbridge.message_log")
 BATCHES_PER_TRIP = 8
@@ -31,7 +32,7 @@ class MessageLogWriter:
         self._clock = clock
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds
-        self._queue: asyncio.Queue[LogRow] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[Row] = asyncio.Queue(maxsize=queue_size)
         self._written = 0  # rows handed to `write` so far
         self._done = 0  # of those, rows committed (or given up on)
         self._progress = asyncio.Condition()
@@ -62,7 +63,13 @@ class MessageLogWriter:
         seq: int | None = None,
     ) -> None:
         """Queue one row; `seq` is the frame's place in its recipient's inbox, if it has one."""
-        row = (from_id, to_id, msg_type, payload, self._clock(), seq)
+        await self._put((from_id, to_id, msg_type, payload, self._clock(), seq))
+
+    async def change(self, change: CommandChange) -> None:
+        """Queue a change of a command's state, to be stored after every row queued before."""
+        await self._put(change)
+
+    async def _put(self, row: Row) -> None:
         try:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:  # back-pressure: the sender waits for the writer
@@ -90,7 +97,7 @@ class MessageLogWriter:
                 self._done += sum(len(batch) for batch in batches)
                 self._progress.notify_all()
 
-    async def _next_batches(self) -> list[list[LogRow]]:
+    async def _next_batches(self) -> list[list[Row]]:
         """The rows to commit next: a batch gathered for at most `flush_seconds` after its first
         row arrived (one wake-up per batch, not per row), and, when whole batches are waiting,
         up to `BATCHES_PER_TRIP - 1` of them: a backlog costs one trip to the store per several

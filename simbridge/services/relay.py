@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from simbridge import protocol
 from simbridge.config import Settings
@@ -21,12 +25,22 @@ from simbridge.hub.open_requests import Asked
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
 from simbridge.protocol import COMMAND, EVENT, PING
+from simbridge.services.answers import Answers
+from simbridge.services.commands import (
+    FAIL,
+    Commands,
+    OfflinePolicy,
+    QueuedCommand,
+    cmd_of,
+    policy_of,
+    req_key,
+)
 from simbridge.services.devices import owned_device
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.presence import Presence
-from simbridge.services.replay import replay_inbox
+from simbridge.services.replay import go_live, replay_inbox
 from simbridge.services.sequences import Sequences
 
 log = logging.getLogger("simbridge.relay")
@@ -35,6 +49,15 @@ log = logging.getLogger("simbridge.relay")
 def _device_id(value: Any) -> int | None:
     """`to_device_id` as an int, or None when it is not one (JSON `true` is not device 1)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """What a REST command's caller hears: `sent`, `queued`, or `answered` with the event."""
+
+    status: str
+    req_id: str
+    answer: str | None = None
 
 
 class Relay:
@@ -50,6 +73,7 @@ class Relay:
         settings: Settings,
         last_seen: LastSeenWriter,
         sequences: Sequences | None,
+        commands: Commands,
     ) -> None:
         """`sequences` is None when frames are not kept (contract §6 needs one process)."""
         self._hub = hub
@@ -59,6 +83,8 @@ class Relay:
         self._settings = settings
         self._last_seen = last_seen
         self._sequences = sequences
+        self._commands = commands
+        self._answers = Answers()
         self._presence = Presence(hub, broker, directory)
         self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
 
@@ -98,24 +124,116 @@ class Relay:
 
     async def connect(self, session: Session) -> None:
         """Greet the socket, then make it the device's live connection, here and everywhere. A
-        `since` socket is attached first, and replayed (`replay_inbox`) before live frames."""
-        if session.since is None or self._sequences is None:
-            await session.conn.send(protocol.connected(session.device_id))
-            await self._hub.attach(session)
-        else:
-
-            async def presence() -> list[str]:
-                return await self._presence.of_peers(session)
-
+        `since` socket is attached first, and replayed (`replay_inbox`) before live frames; a
+        host's queued commands follow the greeting (and replay), before live frames."""
+        device_id = session.device_id
+        queued_before = self._commands.queued_count(device_id)
+        if session.device_type is DeviceType.HOST and self._commands.has_queued(device_id):
+            await self._start_with_queue(session)
+        elif (sequences := self._sequences_for(session)) is not None:
             await replay_inbox(
-                session, self._hub, self._sequences, self._writer, self._settings, presence
+                session,
+                self._hub,
+                sequences,
+                self._writer,
+                self._settings,
+                self._presence_of(session),
             )
+        else:
+            await session.conn.send(protocol.connected(device_id))
+            await self._hub.attach(session)
+        if self._commands.queued_count(device_id) != queued_before:  # queued as it connected
+            await self._send_queue(device_id)
         try:
             await self._broker.claim(session.device_id)
         except BrokerUnavailable:  # Redis went away since admission: the broker claims it later
             log.warning("device %s connected while the broker is unavailable", session.device_id)
         self._last_seen.note(session.device_id)
         await self._presence.announce(session, online=True)
+
+    def _sequences_for(self, session: Session) -> Sequences | None:
+        """The seqs to replay a `since` socket with; None for a v1 socket (or none kept)."""
+        return None if session.since is None else self._sequences
+
+    def _presence_of(self, session: Session) -> Callable[[], Awaitable[list[str]]]:
+        async def presence() -> list[str]:
+            return await self._presence.of_peers(session)
+
+        return presence
+
+    async def _start_with_queue(self, session: Session) -> None:
+        """Start a host's socket that has commands waiting: they follow the greeting (and, on a
+        `since` socket, the replay), oldest first, before any live frame."""
+        host_id = session.device_id
+        async with self._commands.queue_of(host_id) as queued:
+            commands = await self._still_wanted(host_id, queued)
+            for command in commands:
+                asked = _asked(command)
+                if asked is not None:
+                    self._hub.remember_request(host_id, *asked)
+            sequences = self._sequences_for(session)
+            if sequences is not None:
+                try:  # numbered and logged when the replay starts: kept in its inbox
+                    await replay_inbox(
+                        session,
+                        self._hub,
+                        sequences,
+                        self._writer,
+                        self._settings,
+                        self._presence_of(session),
+                        [(c.sender_id, c.frame) for c in commands],
+                    )
+                finally:
+                    await self._commands.sent(commands)
+                return
+            numbers = await self._numbers_for(host_id, len(commands))  # kept, if frames are
+            session.held = []  # live frames wait for the queued ones
+            await session.conn.send(protocol.connected(host_id))
+            await self._hub.attach(session)
+            written: list[QueuedCommand] = []
+            try:
+                for command, seq in zip(commands, numbers, strict=True):
+                    await session.conn.send(command.frame)
+                    written.append(command)
+                    await self._writer.write(
+                        command.sender_id, host_id, COMMAND, command.frame, seq
+                    )
+            finally:
+                await self._commands.sent(written)
+            await go_live(session)
+
+    async def _numbers_for(self, device_id: int, count: int) -> list[int | None]:
+        """The next `count` seqs of the device, or Nones when frames are not kept."""
+        keeping = self._sequences
+        if keeping is None or not count or not await keeping.ready(device_id, count):
+            return [None] * count
+        return [keeping.take(device_id) for _ in range(count)]
+
+    async def _send_queue(self, host_id: int) -> None:
+        """Hand the host (live now) its queued commands, as live frames: those queued while it
+        was connecting."""
+        async with self._commands.queue_of(host_id) as queued:
+            written: list[QueuedCommand] = []
+            try:
+                for command in await self._still_wanted(host_id, queued):
+                    if not await self._deliver(
+                        command.sender_id, host_id, COMMAND, command.frame, _asked(command)
+                    ):
+                        break
+                    written.append(command)
+            finally:
+                await self._commands.sent(written)
+
+    async def _still_wanted(self, host_id: int, queued: list[QueuedCommand]) -> list[QueuedCommand]:
+        """The queued commands whose sender is still paired with the host; the others fail."""
+        wanted: list[QueuedCommand] = []
+        dropped: list[QueuedCommand] = []
+        for command in queued:
+            sender = command.sender_id
+            paired = sender is None or host_id in await self._directory.hosts_of(sender)
+            (wanted if paired else dropped).append(command)
+        await self._commands.dropped(dropped)
+        return wanted
 
     async def disconnect(self, session: Session) -> None:
         """Called once the socket's handler is done with it, whatever ended it.
@@ -148,7 +266,7 @@ class Relay:
             return protocol.too_deep(self._settings.max_json_depth)
         kind = frame.get("type")
         if kind == COMMAND:
-            return await self._route_command(session.device_id, frame, raw)
+            return await self._route_command(session, frame, raw)
         if kind == EVENT:
             return await self._route_event(session.device_id, frame, raw)
         if kind == PING:
@@ -157,8 +275,12 @@ class Relay:
 
     # --- routing --------------------------------------------------------------------------
     async def _route_command(
-        self, sender_id: int, frame: dict[str, Any], raw: str | bytes
+        self, session: Session, frame: dict[str, Any], raw: str | bytes
     ) -> str | None:
+        policy = policy_of(frame)
+        if policy is None:
+            return protocol.INVALID_OFFLINE_POLICY
+        sender_id = session.device_id
         hosts = await self._directory.hosts_of(sender_id)
         if "to_device_id" in frame:
             target = _device_id(frame["to_device_id"])
@@ -177,23 +299,43 @@ class Relay:
         elif frame["req_id"] is None:
             frame["req_id"] = req_id = uuid.uuid4().hex
             text = protocol.with_new_req_id(text, req_id)
-        asked = Asked(frame["req_id"], sender_id)
-        if not await self._deliver(sender_id, target, COMMAND, text, asked):
-            return _offline(target, frame, raw)
-        return None
+        key = req_key(frame["req_id"])
+        if key is None:
+            if policy.queue:  # a command that cannot be found again cannot wait
+                return protocol.INVALID_OFFLINE_POLICY
+        else:
+            await self._commands.handing_over(
+                key, session.user_id, target, sender_id, cmd_of(frame)
+            )
+        if await self._deliver(sender_id, target, COMMAND, text, Asked(frame["req_id"], sender_id)):
+            return None
+        if key is not None and policy.queue:
+            await self._queue(target, key, text, policy)
+            return protocol.queued(protocol.exact(raw, "req_id", frame["req_id"]), target)
+        if key is not None:
+            await self._commands.refused(target, key)
+        return _offline(target, frame, raw)
+
+    async def _queue(self, host_id: int, req_id: str, text: str, policy: OfflinePolicy) -> None:
+        """Keep a command (handed over, refused as offline) for its host's next connect."""
+        await self._commands.queue(host_id, req_id, text, policy.ttl_seconds)
+        if self._hub.holds(host_id):  # it connected meanwhile
+            await self._send_queue(host_id)
 
     async def _route_event(
         self, sender_id: int, frame: dict[str, Any], raw: str | bytes
     ) -> str | None:
         clients = await self._directory.clients_of(sender_id)
         text = _as_text(raw)
-        if "to_device_id" in frame:
-            target = _device_id(frame["to_device_id"])
-            if target is None or target not in clients:
-                return protocol.not_paired(
-                    protocol.exact(raw, "to_device_id", frame["to_device_id"])
-                )
-        else:
+        addressed = "to_device_id" in frame
+        target = _device_id(frame["to_device_id"]) if addressed else None
+        if addressed and (target is None or target not in clients):
+            return protocol.not_paired(protocol.exact(raw, "to_device_id", frame["to_device_id"]))
+        key = req_key(frame.get("req_id"))
+        if key is not None and clients:  # perhaps the answer to a command: its state says so
+            self._answers.answer(sender_id, key, text)
+            await self._commands.answered(sender_id, key, text)
+        if target is None:
             target = self._hub.asker(sender_id, frame.get("req_id"))
             if target is None or target not in clients:
                 if not clients:
@@ -265,8 +407,17 @@ class Relay:
         return sequences
 
     # --- REST fallback --------------------------------------------------------------------
-    async def send_command(self, user: User, host_id: int, cmd: str, args: dict[str, Any]) -> str:
-        """Relay a command from the REST API to the caller's host; returns its `req_id`.
+    async def send_command(
+        self,
+        user: User,
+        host_id: int,
+        cmd: str,
+        args: dict[str, Any],
+        policy: OfflinePolicy = FAIL,
+        wait_seconds: float = 0,
+    ) -> CommandReply:
+        """Relay a command from the REST API to the caller's host, and wait up to
+        `wait_seconds` for its answer.
 
         A host with a socket open here was checked when it connected; any other is looked up
         (to answer 404 or 403 before 503).
@@ -275,9 +426,32 @@ class Relay:
             await owned_device(user, host_id, DeviceType.HOST)
         req_id = uuid.uuid4().hex
         text = protocol.encode({"type": COMMAND, "cmd": cmd, **args, "req_id": req_id})
-        if not await self._deliver(None, host_id, COMMAND, text):
-            raise HostOffline()
-        return req_id
+        answer = self._answers.expect(host_id, req_id) if wait_seconds > 0 else None
+        try:
+            await self._commands.handing_over(req_id, user.id, host_id, None, cmd)
+            if await self._deliver(None, host_id, COMMAND, text):
+                status = "sent"
+            elif policy.queue:
+                await self._queue(host_id, req_id, text, policy)
+                status = "queued"
+            else:
+                await self._commands.refused(host_id, req_id)
+                raise HostOffline()
+        except BaseException:
+            if answer is not None:
+                self._answers.forget(host_id, req_id, answer)
+            raise
+        if answer is None:
+            return CommandReply(status, req_id)
+        event = await self._answers.wait(host_id, req_id, answer, wait_seconds)
+        return CommandReply(status if event is None else "answered", req_id, event)
+
+
+def _asked(command: QueuedCommand) -> Asked | None:
+    """Who to send the answers of a queued command to: the client that queued it."""
+    if command.sender_id is None:
+        return None
+    return Asked(orjson.loads(command.frame)["req_id"], command.sender_id)
 
 
 def _offline(target: int, frame: dict[str, Any], raw: str | bytes) -> str:

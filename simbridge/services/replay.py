@@ -10,11 +10,17 @@ rows with the frames that waited meanwhile, merged by seq (a frame both read and
 once); then the frames held while the replay was being written; then the socket goes live. The
 presence of the paired devices is read after attaching too: a change after that reading comes
 as a live presence frame, after the replay.
+
+A host's queued commands (contract §7) come after the replay and before live frames: they take
+the seqs that follow the device's latest, just before it is attached (so every frame routed
+later comes after them), and are logged like any frame routed to it and sent with the replay.
+The greeting's `seq` is the latest before them: a queued command takes its seq when it is
+written, after the greeting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from simbridge import protocol
 from simbridge.config import Settings
@@ -31,15 +37,23 @@ async def replay_inbox(
     writer: MessageLogWriter,
     settings: Settings,
     presence: Callable[[], Awaitable[list[str]]],
+    queued: Sequence[tuple[int | None, str]] = (),
 ) -> None:
     """Attach the `since` socket of `session`, greet it, tell it which paired devices are
-    online (`presence`: their presence frames), replay its inbox, then let it go live."""
+    online (`presence`: their presence frames), replay its inbox and then the `queued`
+    commands ((sender, frame), oldest first), then let it go live."""
     device_id, since = session.device_id, session.since
     assert since is not None
     await sequences.latest(device_id)  # read the counter now: `current` below must not wait
+    if queued:
+        await sequences.ready(device_id, len(queued))
+    greeted = sequences.current(device_id)  # the latest before the queued commands
+    numbered = [(sequences.take(device_id), command) for command in queued]
     session.held = []
     await hub.attach(session)
     latest = sequences.current(device_id)
+    for number, (sender_id, frame) in numbered:
+        await writer.write(sender_id, device_id, protocol.COMMAND, frame, number)
     peers = await presence()
     await writer.flush()  # every frame with a seq up to `latest` is in the log now
     rows = await kept_frames(device_id, since, latest, settings)
@@ -51,19 +65,26 @@ async def replay_inbox(
         elif seq > since:
             replay.setdefault(seq, frame)  # routed just before `latest` was read
     gap = since < latest and len(replay) < latest - since
+    if not numbered:
+        greeted = latest
     conn = session.conn
-    await conn.send(protocol.connected_since(device_id, latest, gap))
+    await conn.send(protocol.connected_since(device_id, greeted, gap))
     for frame in peers:
         await conn.send(frame)
     for seq in sorted(replay):
         await conn.send(replay[seq])
     for frame in live:
         await conn.send(frame)
-    # Frames routed while the above was written. Each round sends what came during the last
-    # one; senders are rate-limited (per device, per REST caller), so the rounds shrink.
+    await go_live(session)
+
+
+async def go_live(session: Session) -> None:
+    """Send the frames held for the session while it was being started, then let frames
+    through. Each round sends what came during the last one; senders are rate-limited (per
+    device, per REST caller), so the rounds shrink."""
     while session.held:
         for _, frame in _take(session):
-            await conn.send(frame)
+            await session.conn.send(frame)
     session.held = None  # nothing awaited since the last check: live from here on
 
 

@@ -10,6 +10,7 @@ from simbridge.hub.control import CloseSessions, ForgetPairings, ForgetUser
 from simbridge.hub.session import DEVICE_TOKEN, USER_TOKEN
 from simbridge.models import User
 from simbridge.services import accounts, devices
+from simbridge.services.commands import Commands
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Rules
 
@@ -44,11 +45,13 @@ async def rotate_device_token(user: User, device_id: int, broker: Broker) -> str
 
 
 async def remove_device(
-    user: User, device_id: int, directory: PairingDirectory, broker: Broker
+    user: User, device_id: int, directory: PairingDirectory, broker: Broker, commands: Commands
 ) -> None:
+    """Delete the device; its commands waiting in a queue (a host's) fail."""
     device = await devices.owned_device(user, device_id, None)
     peers = (*await directory.hosts_of(device.id), *await directory.clients_of(device.id))
     await device.delete()
+    await commands.host_deleted(device.id)
     await broker.broadcast(ForgetPairings((device.id, *peers)))
     await broker.broadcast(
         CloseSessions(user.id, protocol.CLOSE_REMOVED, "device removed", device_id=device_id)

@@ -35,15 +35,15 @@ class Sequences:
         self._counters: dict[int, _Counter] = {}
         self._loading: dict[int, asyncio.Task[_Counter | None]] = {}
 
-    async def ready(self, device_id: int) -> bool:
-        """Make the device's next seq available to `take` without waiting; False if there is
-        no such device. The caller decides whether to take it only after this returns, with
+    async def ready(self, device_id: int, count: int = 1) -> bool:
+        """Make the device's next `count` seqs available to `take` without waiting; False if
+        there is no such device. The caller decides whether to take it only after this returns, with
         nothing awaited in between: then no socket can attach between its decision and its
         seq (see `replay_inbox`)."""
         counter = self._counters.get(device_id) or await self._load(device_id)
         if counter is None:
             return False
-        while counter.given >= counter.reserved:  # each round reserves a block
+        while counter.given + count > counter.reserved:  # each round reserves a block
             await self._reserve(device_id, counter)
         return True
 

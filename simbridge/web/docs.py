@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_origin
 
 from pydantic import BaseModel
 from sanic_ext.extensions.openapi import openapi
@@ -62,4 +62,6 @@ def _query_parameters(query: type[BaseModel]) -> list[dict[str, Any] | Parameter
 
 
 def _openapi_type(annotation: Any) -> type:
+    if get_origin(annotation) is Literal:
+        return str
     return annotation if annotation in (int, str) else int

@@ -1,0 +1,196 @@
+"""Command states and the queue of commands waiting for their host (contract §7).
+
+Every command with a usable `req_id` has a row in `commands` (`CommandRecord`). On the relay
+path rows are only written behind, with the message log (`command_changes`); queuing a command
+is the exception: a `queued` reply promises that the command is stored, so it waits for the
+write. Which hosts have queued commands is known here in memory (read once at start), so a
+host's handshake needs no query unless it has something waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from simbridge.clock import Clock
+from simbridge.models import CommandRecord, CommandState
+from simbridge.services.command_changes import CommandOutcome, NewCommand
+from simbridge.services.message_log import MessageLogWriter
+
+MAX_REQ_ID_LENGTH = 128  # the column's width; a command with a longer id has no state
+MAX_TTL_SECONDS = 7 * 24 * 3600
+DEFAULT_TTL_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class OfflinePolicy:
+    """What to do with a command whose host is offline: refuse it (v1), or queue it."""
+
+    queue: bool = False
+    ttl_seconds: int = DEFAULT_TTL_SECONDS
+
+
+FAIL = OfflinePolicy()
+
+
+def policy_of(frame: dict[str, Any]) -> OfflinePolicy | None:
+    """The `offline` / `ttl_seconds` members of a socket command frame; None when invalid."""
+    offline = frame.get("offline", "fail")
+    ttl = frame.get("ttl_seconds", DEFAULT_TTL_SECONDS)
+    if offline not in ("fail", "queue"):
+        return None
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL_SECONDS:
+        return None
+    return OfflinePolicy(offline == "queue", ttl)
+
+
+def req_key(req_id: Any) -> str | None:
+    """The text a command's state is found by (`GET /commands/{req_id}`): the `req_id` itself,
+    or an integer one written out; None for any other id, which gets no state."""
+    if isinstance(req_id, int) and not isinstance(req_id, bool):
+        req_id = str(req_id)
+    if isinstance(req_id, str) and 0 < len(req_id) <= MAX_REQ_ID_LENGTH:
+        return req_id
+    return None
+
+
+def cmd_of(frame: dict[str, Any]) -> str:
+    cmd = frame.get("cmd")
+    return cmd if isinstance(cmd, str) else orjson.dumps(cmd).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCommand:
+    id: int
+    frame: str
+    sender_id: int | None
+
+
+class Commands:
+    def __init__(self, writer: MessageLogWriter, clock: Clock) -> None:
+        self._writer = writer
+        self._clock = clock
+        self._queued_hosts: set[int] = set()
+        self._queued_count: dict[int, int] = {}  # per host: commands queued by this process
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def load(self) -> None:
+        """Learn which hosts have commands waiting (at start)."""
+        hosts = (
+            await CommandRecord.filter(state=CommandState.QUEUED)
+            .distinct()
+            .values_list("host_device_id", flat=True)
+        )
+        self._queued_hosts = {int(host) for host in hosts}  # type: ignore[call-overload]
+
+    # --- the relay path: written behind -------------------------------------------------------
+    async def handing_over(
+        self, req_id: str, user_id: int, host_id: int, sender_id: int | None, cmd: str
+    ) -> None:
+        """The command is about to be written to its host: a row in state `sent`."""
+        now = self._clock()
+        await self._writer.change(NewCommand(req_id, user_id, host_id, sender_id, cmd, now))
+
+    async def refused(self, host_id: int, req_id: str) -> None:
+        """The host was offline and the command not queued."""
+        await self._outcome(host_id, req_id, CommandState.FAILED)
+
+    async def answered(self, host_id: int, req_id: str, event: str) -> None:
+        """The host sent an event with the command's `req_id` (only the first one counts)."""
+        await self._outcome(host_id, req_id, CommandState.ANSWERED, answer=event)
+
+    async def _outcome(self, host_id: int, req_id: str, state: CommandState, **more: Any) -> None:
+        await self._writer.change(CommandOutcome(host_id, req_id, state, self._clock(), **more))
+
+    # --- the queue ----------------------------------------------------------------------------
+    async def queue(self, host_id: int, req_id: str, frame: str, ttl_seconds: int) -> None:
+        """Keep the command (handed over, and refused as offline) until its host connects;
+        returns once it is stored."""
+        expires = self._clock() + timedelta(seconds=ttl_seconds)
+        await self._outcome(host_id, req_id, CommandState.QUEUED, frame=frame, expires_at=expires)
+        await self._writer.flush()
+        self._queued_hosts.add(host_id)
+        self._queued_count[host_id] = self._queued_count.get(host_id, 0) + 1
+
+    def has_queued(self, host_id: int) -> bool:
+        return host_id in self._queued_hosts or host_id in self._locks
+
+    def queued_count(self, host_id: int) -> int:
+        """How many commands this process has queued for the host: a change tells that a
+        command was queued meanwhile."""
+        return self._queued_count.get(host_id, 0)
+
+    @asynccontextmanager
+    async def queue_of(self, host_id: int) -> AsyncIterator[list[QueuedCommand]]:
+        """The host's queued commands still within their TTL, oldest first, with the host's
+        queue to itself until the block ends: the caller writes them and reports which it
+        did (`sent`). Those past their TTL are marked `expired` on the way."""
+        lock = self._locks.setdefault(host_id, asyncio.Lock())
+        try:
+            async with lock:
+                yield await self._take_queue(host_id)
+        finally:
+            if not lock.locked() and self._locks.get(host_id) is lock:
+                del self._locks[host_id]
+
+    async def _take_queue(self, host_id: int) -> list[QueuedCommand]:
+        now = self._clock()
+        await CommandRecord.filter(
+            host_device_id=host_id, state=CommandState.QUEUED, expires_at__lte=now
+        ).update(state=CommandState.EXPIRED, updated_at=now)
+        rows = (
+            await CommandRecord.filter(host_device_id=host_id, state=CommandState.QUEUED)
+            .order_by("id")
+            .values_list("id", "frame", "sender_device_id")
+        )
+        if not rows:
+            self._queued_hosts.discard(host_id)
+        return [QueuedCommand(int(row[0]), str(row[1]), row[2]) for row in rows]
+
+    async def sent(self, commands: list[QueuedCommand]) -> None:
+        """These queued commands were written to their host."""
+        if commands:
+            await CommandRecord.filter(
+                id__in=[command.id for command in commands], state=CommandState.QUEUED
+            ).update(state=CommandState.SENT, updated_at=self._clock())
+
+    async def dropped(self, commands: list[QueuedCommand]) -> None:
+        """These queued commands will never be written (their sender left the host)."""
+        if commands:
+            await CommandRecord.filter(
+                id__in=[command.id for command in commands], state=CommandState.QUEUED
+            ).update(state=CommandState.FAILED, updated_at=self._clock())
+
+    async def host_deleted(self, host_id: int) -> None:
+        """Its queued commands fail; the rest of its commands stay visible."""
+        self._queued_hosts.discard(host_id)
+        await CommandRecord.filter(host_device_id=host_id, state=CommandState.QUEUED).update(
+            state=CommandState.FAILED, updated_at=self._clock()
+        )
+
+    # --- reading ------------------------------------------------------------------------------
+    async def state_of(self, user_id: int, req_id: str) -> dict[str, Any] | None:
+        """`GET /commands/{req_id}`: the account's newest command with that id, or None."""
+        await self._writer.flush()  # what was relayed before this request is in the answer
+        record = await CommandRecord.filter(req_id=req_id, user_id=user_id).order_by("-id").first()
+        if record is None:
+            return None
+        state, updated = record.state, record.updated_at
+        if state is CommandState.QUEUED and record.expires_at is not None:
+            if record.expires_at <= self._clock():  # expired, not yet marked
+                state, updated = CommandState.EXPIRED, record.expires_at
+        return {
+            "req_id": record.req_id,
+            "host_device_id": record.host_device_id,
+            "cmd": record.cmd,
+            "state": state.value,
+            "created_at": record.created_at,
+            "updated_at": updated,
+            "answer": orjson.Fragment(record.answer) if record.answer is not None else None,
+        }
