@@ -14,7 +14,14 @@ from simbridge.config import Settings
 from simbridge.db import apply_migrations, start_orm, stop_orm
 from simbridge.db_locks import RETENTION, holding
 from simbridge.hub import Broker, Hub, make_broker
-from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
+from simbridge.hub.control import (
+    CloseSessions,
+    CommandsQueued,
+    Control,
+    ForgetPairings,
+    ForgetUser,
+    WaitedAnswer,
+)
 from simbridge.hub.open_requests import OpenRequests
 from simbridge.limits import Limiter, MemoryLimiter
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REMOVED, CLOSE_REVOKED
@@ -146,6 +153,10 @@ class Runtime:
             self.directory.forget(*control.device_ids)
         elif isinstance(control, ForgetUser):
             self.identities.forget(control.user_id)
+        elif isinstance(control, CommandsQueued):
+            await self.relay.commands_queued(control.host_id)
+        elif isinstance(control, WaitedAnswer):
+            self.relay.answer_waiters(control.host_id, control.req_id, control.event)
 
     async def resync(self) -> None:
         """The broker may have lost control messages (Redis was away): forget every cache, and

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -154,6 +155,58 @@ async def test_a_device_offline_elsewhere_is_target_offline(cluster: Cluster) ->
             "target_device_id": pair.host.id,
             "req_id": "nobody-home",
         }
+
+
+async def test_a_command_queued_on_one_process_is_written_when_the_host_connects_to_the_other(
+    cluster: Cluster,
+) -> None:
+    """Contract §7 across processes: the queue is known everywhere, the answer finds its asker."""
+    pair = cluster.pair
+    async with socket(cluster.b, pair.client) as client_ws:
+        await send(client_ws, get_sims_command("queued-on-b", offline="queue"))
+        assert await receive(client_ws) == {
+            "type": "queued",
+            "req_id": "queued-on-b",
+            "target_device_id": pair.host.id,
+        }
+        rest = await cluster.http_b.post(
+            "/call",
+            json={"to_device_id": pair.host.id, "sim": 1, "to": "123", "offline": "queue"},
+            headers=cluster.alice.headers,
+        )
+        assert rest.json()["status"] == "queued", rest.text
+        async with socket(cluster.a, pair.host) as host_ws:
+            assert await receive(host_ws) == get_sims_command("queued-on-b", offline="queue")
+            assert (await receive(host_ws))["req_id"] == rest.json()["req_id"]
+            await send(host_ws, sim_info_event("queued-on-b"))
+            assert await receive(client_ws) == sim_info_event("queued-on-b")
+    state = await cluster.http_a.get("/commands/queued-on-b", headers=cluster.alice.headers)
+    assert state.json()["state"] == "answered", state.text
+    assert state.json()["answer"] == sim_info_event("queued-on-b")
+
+
+async def test_a_rest_caller_waiting_on_one_process_gets_the_answer_of_a_host_on_the_other(
+    cluster: Cluster,
+) -> None:
+    pair = cluster.pair
+    async with socket(cluster.a, pair.host) as host_ws:
+        assert await eventually(lambda: is_online(cluster.http_b, pair.host))
+        waiting = asyncio.create_task(
+            cluster.http_b.get(
+                f"/sims?host_device_id={pair.host.id}&wait=10", headers=cluster.alice.headers
+            )
+        )
+        try:
+            command = await receive(host_ws)
+            await send(host_ws, sim_info_event(command["req_id"]))
+            reply = await asyncio.wait_for(waiting, 10)
+        finally:
+            waiting.cancel()
+    assert reply.json() == {
+        "status": "answered",
+        "req_id": command["req_id"],
+        "answer": sim_info_event(command["req_id"]),
+    }
 
 
 async def test_a_socket_replaced_on_another_process_closes_with_4000(cluster: Cluster) -> None:

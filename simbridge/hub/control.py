@@ -1,4 +1,5 @@
-"""Control messages: what one process asks of every process (revocations, pairing changes).
+"""Control messages: what one process asks of every process (revocations, pairing changes,
+queued commands, answers for callers waiting elsewhere).
 
 They are plain data, so a broker can carry them between processes; each process matches them
 against its own sessions and caches (`simbridge.runtime.Runtime.apply`).
@@ -53,4 +54,21 @@ class ForgetUser:
     user_id: int
 
 
-Control = CloseSessions | ForgetPairings | ForgetUser
+@dataclass(frozen=True, slots=True)
+class CommandsQueued:
+    """A command was queued for this host: whichever process holds its socket writes it."""
+
+    host_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitedAnswer:
+    """The host answered a REST command whose caller may be waiting (`wait=S`) in another
+    process: `event` is the answer."""
+
+    host_id: int
+    req_id: str
+    event: str
+
+
+Control = CloseSessions | ForgetPairings | ForgetUser | CommandsQueued | WaitedAnswer

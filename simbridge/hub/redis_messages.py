@@ -8,12 +8,20 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from simbridge.hub.control import CloseSessions, Control, ForgetPairings, ForgetUser
+from simbridge.hub.control import (
+    CloseSessions,
+    CommandsQueued,
+    Control,
+    ForgetPairings,
+    ForgetUser,
+    WaitedAnswer,
+)
 from simbridge.hub.open_requests import MAX_REQ_ID_LENGTH, Asked
 
 _INT_KEY_LIMIT = 10**MAX_REQ_ID_LENGTH  # integer ids with more digits are not correlated
 _CONTROLS: dict[str, Callable[..., Control]] = {
-    kind.__name__: kind for kind in (CloseSessions, ForgetPairings, ForgetUser)
+    kind.__name__: kind
+    for kind in (CloseSessions, ForgetPairings, ForgetUser, CommandsQueued, WaitedAnswer)
 }
 
 

@@ -20,7 +20,7 @@ import orjson
 
 from simbridge.clock import Clock
 from simbridge.models import CommandRecord, CommandState
-from simbridge.services.command_changes import CommandOutcome, NewCommand
+from simbridge.services.command_changes import CommandAnswered, NewCommand
 from simbridge.services.message_log import MessageLogWriter
 
 MAX_REQ_ID_LENGTH = 128  # the column's width; a command with a longer id has no state
@@ -79,6 +79,8 @@ class Commands:
         self._queued_hosts: set[int] = set()
         self._queued_count: dict[int, int] = {}  # per host: commands queued by this process
         self._locks: dict[int, asyncio.Lock] = {}
+        # (host, req_id) of commands being handed over: the answer, if one came back already
+        self._handing_over: dict[tuple[int, str], str | None] = {}
 
     async def load(self) -> None:
         """Learn which hosts have commands waiting (at start)."""
@@ -90,31 +92,63 @@ class Commands:
         self._queued_hosts = {int(host) for host in hosts}  # type: ignore[call-overload]
 
     # --- the relay path: written behind -------------------------------------------------------
-    async def handing_over(
-        self, req_id: str, user_id: int, host_id: int, sender_id: int | None, cmd: str
-    ) -> None:
-        """The command is about to be written to its host: a row in state `sent`."""
-        now = self._clock()
-        await self._writer.change(NewCommand(req_id, user_id, host_id, sender_id, cmd, now))
+    def handing_over(self, host_id: int, req_id: str) -> None:
+        """The command is about to be handed to its host: an answer that comes back before its
+        fate is recorded (`handed_over`, `queue`) is kept for it."""
+        self._handing_over[(host_id, req_id)] = None
 
-    async def refused(self, host_id: int, req_id: str) -> None:
-        """The host was offline and the command not queued."""
-        await self._outcome(host_id, req_id, CommandState.FAILED)
+    async def handed_over(
+        self,
+        req_id: str,
+        user_id: int,
+        host_id: int,
+        sender_id: int | None,
+        cmd: str,
+        delivered: bool,
+    ) -> None:
+        """Record a command handed to its host (`sent`, or `answered` already), or refused as
+        offline (`failed`)."""
+        answer = self._handing_over.pop((host_id, req_id), None)
+        state = CommandState.SENT if delivered else CommandState.FAILED
+        if answer is not None:
+            state = CommandState.ANSWERED
+        command = NewCommand(req_id, user_id, host_id, sender_id, cmd, state, self._clock(), answer)
+        await self._writer.change(command)
 
     async def answered(self, host_id: int, req_id: str, event: str) -> None:
         """The host sent an event with the command's `req_id` (only the first one counts)."""
-        await self._outcome(host_id, req_id, CommandState.ANSWERED, answer=event)
-
-    async def _outcome(self, host_id: int, req_id: str, state: CommandState, **more: Any) -> None:
-        await self._writer.change(CommandOutcome(host_id, req_id, state, self._clock(), **more))
+        key = (host_id, req_id)
+        if key in self._handing_over:
+            if self._handing_over[key] is None:
+                self._handing_over[key] = event
+            return
+        await self._writer.change(CommandAnswered(host_id, req_id, event, self._clock()))
 
     # --- the queue ----------------------------------------------------------------------------
-    async def queue(self, host_id: int, req_id: str, frame: str, ttl_seconds: int) -> None:
-        """Keep the command (handed over, and refused as offline) until its host connects;
-        returns once it is stored."""
-        expires = self._clock() + timedelta(seconds=ttl_seconds)
-        await self._outcome(host_id, req_id, CommandState.QUEUED, frame=frame, expires_at=expires)
+    async def queue(
+        self,
+        req_id: str,
+        user_id: int,
+        host_id: int,
+        sender_id: int | None,
+        cmd: str,
+        frame: str,
+        ttl_seconds: int,
+    ) -> None:
+        """Keep the command (refused as offline) until its host connects; returns once it is
+        stored. Every process is then told (`note_queued`)."""
+        self._handing_over.pop((host_id, req_id), None)
+        now = self._clock()
+        expires = now + timedelta(seconds=ttl_seconds)
+        queued = CommandState.QUEUED
+        command = NewCommand(
+            req_id, user_id, host_id, sender_id, cmd, queued, now, None, frame, expires
+        )
+        await self._writer.change(command)
         await self._writer.flush()
+
+    def note_queued(self, host_id: int) -> None:
+        """A command was queued for the host (by this process or another)."""
         self._queued_hosts.add(host_id)
         self._queued_count[host_id] = self._queued_count.get(host_id, 0) + 1
 
@@ -122,8 +156,8 @@ class Commands:
         return host_id in self._queued_hosts or host_id in self._locks
 
     def queued_count(self, host_id: int) -> int:
-        """How many commands this process has queued for the host: a change tells that a
-        command was queued meanwhile."""
+        """How many commands were queued for the host since this process started: a change
+        tells that one was queued meanwhile."""
         return self._queued_count.get(host_id, 0)
 
     @asynccontextmanager

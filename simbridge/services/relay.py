@@ -21,6 +21,7 @@ from simbridge.config import Settings
 from simbridge.errors import HostOffline
 from simbridge.hub import Broker, Connection, Hub, Session
 from simbridge.hub.broker import BrokerUnavailable
+from simbridge.hub.control import CommandsQueued, WaitedAnswer
 from simbridge.hub.open_requests import Asked
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
@@ -44,6 +45,9 @@ from simbridge.services.replay import go_live, replay_inbox
 from simbridge.services.sequences import Sequences
 
 log = logging.getLogger("simbridge.relay")
+# The asker remembered for a REST command whose caller waits: its answers go to every client,
+# as a REST command's do, and to the waiting caller, wherever it is (`WaitedAnswer`).
+REST_CALLER = -2
 
 
 def _device_id(value: Any) -> int | None:
@@ -299,28 +303,39 @@ class Relay:
         elif frame["req_id"] is None:
             frame["req_id"] = req_id = uuid.uuid4().hex
             text = protocol.with_new_req_id(text, req_id)
+        asked = Asked(frame["req_id"], sender_id)
         key = req_key(frame["req_id"])
-        if key is None:
-            if policy.queue:  # a command that cannot be found again cannot wait
+        if key is None:  # relayed without a state: it cannot be asked about, nor queued
+            if policy.queue:
                 return protocol.INVALID_OFFLINE_POLICY
-        else:
-            await self._commands.handing_over(
-                key, session.user_id, target, sender_id, cmd_of(frame)
-            )
-        if await self._deliver(sender_id, target, COMMAND, text, Asked(frame["req_id"], sender_id)):
-            return None
-        if key is not None and policy.queue:
-            await self._queue(target, key, text, policy)
+            if await self._deliver(sender_id, target, COMMAND, text, asked):
+                return None
+            return _offline(target, frame, raw)
+        command = _Command(key, session.user_id, target, sender_id, cmd_of(frame), text)
+        self._commands.handing_over(target, key)
+        delivered = await self._deliver(sender_id, target, COMMAND, text, asked)
+        if not delivered and policy.queue:
+            await self._queue(command, policy)
             return protocol.queued(protocol.exact(raw, "req_id", frame["req_id"]), target)
-        if key is not None:
-            await self._commands.refused(target, key)
-        return _offline(target, frame, raw)
+        await self._commands.handed_over(*command.record, delivered=delivered)
+        return None if delivered else _offline(target, frame, raw)
 
-    async def _queue(self, host_id: int, req_id: str, text: str, policy: OfflinePolicy) -> None:
-        """Keep a command (handed over, refused as offline) for its host's next connect."""
-        await self._commands.queue(host_id, req_id, text, policy.ttl_seconds)
-        if self._hub.holds(host_id):  # it connected meanwhile
+    async def _queue(self, command: _Command, policy: OfflinePolicy) -> None:
+        """Keep a command refused as offline for its host's next connect, and tell every
+        process (`commands_queued`): the host may be connecting to any of them."""
+        await self._commands.queue(*command.record, command.frame, policy.ttl_seconds)
+        await self._broker.broadcast(CommandsQueued(command.host_id))
+
+    async def commands_queued(self, host_id: int) -> None:
+        """A command was queued for the host somewhere: write it now if the host connected
+        here meanwhile, else when it connects."""
+        self._commands.note_queued(host_id)
+        if self._hub.holds(host_id):
             await self._send_queue(host_id)
+
+    def answer_waiters(self, host_id: int, req_id: str, event: str) -> None:
+        """The host answered a REST command: its caller may be waiting here."""
+        self._answers.answer(host_id, req_id, event)
 
     async def _route_event(
         self, sender_id: int, frame: dict[str, Any], raw: str | bytes
@@ -337,6 +352,8 @@ class Relay:
             await self._commands.answered(sender_id, key, text)
         if target is None:
             target = self._hub.asker(sender_id, frame.get("req_id"))
+            if target == REST_CALLER and key is not None:  # who waits may be in another process
+                await self._broker.broadcast(WaitedAnswer(sender_id, key, text))
             if target is None or target not in clients:
                 if not clients:
                     return protocol.NO_PAIRED_CLIENT
@@ -426,17 +443,19 @@ class Relay:
             await owned_device(user, host_id, DeviceType.HOST)
         req_id = uuid.uuid4().hex
         text = protocol.encode({"type": COMMAND, "cmd": cmd, **args, "req_id": req_id})
+        command = _Command(req_id, user.id, host_id, None, cmd, text)
         answer = self._answers.expect(host_id, req_id) if wait_seconds > 0 else None
         try:
-            await self._commands.handing_over(req_id, user.id, host_id, None, cmd)
-            if await self._deliver(None, host_id, COMMAND, text):
-                status = "sent"
-            elif policy.queue:
-                await self._queue(host_id, req_id, text, policy)
-                status = "queued"
+            self._commands.handing_over(host_id, req_id)
+            asked = Asked(req_id, REST_CALLER) if answer is not None else None
+            delivered = await self._deliver(None, host_id, COMMAND, text, asked)
+            if not delivered and policy.queue:
+                await self._queue(command, policy)
             else:
-                await self._commands.refused(host_id, req_id)
+                await self._commands.handed_over(*command.record, delivered=delivered)
+            if not (delivered or policy.queue):
                 raise HostOffline()
+            status = "sent" if delivered else "queued"
         except BaseException:
             if answer is not None:
                 self._answers.forget(host_id, req_id, answer)
@@ -445,6 +464,22 @@ class Relay:
             return CommandReply(status, req_id)
         event = await self._answers.wait(host_id, req_id, answer, wait_seconds)
         return CommandReply(status if event is None else "answered", req_id, event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """A command on its way: what its state is recorded with, and its frame."""
+
+    req_id: str
+    user_id: int
+    host_id: int
+    sender_id: int | None
+    cmd: str
+    frame: str
+
+    @property
+    def record(self) -> tuple[str, int, int, int | None, str]:
+        return self.req_id, self.user_id, self.host_id, self.sender_id, self.cmd
 
 
 def _asked(command: QueuedCommand) -> Asked | None:

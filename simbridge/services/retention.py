@@ -1,4 +1,5 @@
-"""Retention: message log rows older than `retention_days` are deleted, a batch at a time.
+"""Retention: message log rows and command states older than `retention_days` are deleted, a
+batch at a time (a command's state is kept as long as its history, contract §7).
 
 Rows are inserted in relay order, so ids grow with `created_at`: pruning walks the table from
 its oldest id and stops at the first row still within retention. Each batch is one short
@@ -13,27 +14,31 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
+from tortoise.models import Model
+
 from simbridge.clock import Clock
-from simbridge.models import MessageLog, PairingCode
+from simbridge.models import CommandRecord, MessageLog, PairingCode
 
 log = logging.getLogger("simbridge.retention")
 MAX_BATCHES_PER_RUN = 10_000  # 50 million rows a pass at the default batch size
 
 
-async def prune_older_than(cutoff: datetime, batch_size: int, max_batches: int) -> int:
-    """Delete rows created before `cutoff`, oldest first; returns how many went."""
+async def prune_older_than(
+    cutoff: datetime, batch_size: int, max_batches: int, model: type[Model] = MessageLog
+) -> int:
+    """Delete rows of `model` created before `cutoff`, oldest first; returns how many went."""
     deleted = 0
     after_id = 0
     for _ in range(max_batches):
         rows = await (
-            MessageLog.filter(id__gt=after_id)
+            model.filter(id__gt=after_id)
             .order_by("id")
             .limit(batch_size)
             .values_list("id", "created_at")
         )
         expired = [row_id for row_id, created_at in rows if created_at < cutoff]
         if expired:
-            deleted += await MessageLog.filter(id__in=expired).delete()
+            deleted += await model.filter(id__in=expired).delete()
         if len(expired) < len(rows) or len(rows) < batch_size:
             break
         after_id = rows[-1][0]
@@ -83,9 +88,9 @@ class RetentionTask:
                 return None
             now = self._clock()
             await PairingCode.filter(expires_at__lt=now).delete()
-            return await prune_older_than(
-                now - self._keep, self._batch_size, max_batches=MAX_BATCHES_PER_RUN
-            )
+            cutoff = now - self._keep
+            await prune_older_than(cutoff, self._batch_size, MAX_BATCHES_PER_RUN, CommandRecord)
+            return await prune_older_than(cutoff, self._batch_size, MAX_BATCHES_PER_RUN)
 
     async def _run(self) -> None:
         while True:

@@ -13,7 +13,11 @@ from tests.helpers import history, paired_world, receive, socket
 DAY = 24 * 3600
 
 
-async def relay_sms(http: httpx.AsyncClient, headers: dict[str, str], host_id: int, n: int) -> None:
+async def relay_sms(
+    http: httpx.AsyncClient, headers: dict[str, str], host_id: int, n: int
+) -> list[str]:
+    """Send `n` SMS commands through the REST API; their req_ids."""
+    req_ids = []
     for index in range(n):
         reply = await http.post(
             "/sms",
@@ -21,6 +25,8 @@ async def relay_sms(http: httpx.AsyncClient, headers: dict[str, str], host_id: i
             headers=headers,
         )
         assert reply.status_code == 200, reply.text
+        req_ids.append(reply.json()["req_id"])
+    return req_ids
 
 
 @pytest.mark.parametrize("batch_size", [2, 5000])
@@ -35,9 +41,9 @@ async def test_prune_deletes_rows_past_retention_and_keeps_newer(
     ) as world:
         host = world.pair.host
         async with socket(world.live, host) as host_ws:
-            await relay_sms(world.http, host.owner.headers, host.id, 5)
+            old = await relay_sms(world.http, host.owner.headers, host.id, 5)
             clock.advance(60 * DAY)
-            await relay_sms(world.http, host.owner.headers, host.id, 3)
+            new = await relay_sms(world.http, host.owner.headers, host.id, 3)
             for _ in range(8):
                 await receive(host_ws)
         await world.live.runtime.writer.flush()
@@ -48,6 +54,12 @@ async def test_prune_deletes_rows_past_retention_and_keeps_newer(
 
         rows = await history(world.http, host.owner, host)
         assert [row["payload"]["body"] for row in rows] == ["m2", "m1", "m0"]
+        # a command's state is kept as long as its history (contract §7)
+        states = [
+            (await world.http.get(f"/commands/{req_id}", headers=host.owner.headers)).status_code
+            for req_id in old + new
+        ]
+        assert states == [404] * 5 + [200] * 3
 
 
 async def test_a_pass_is_skipped_while_another_process_runs_one(
