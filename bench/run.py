@@ -1,7 +1,7 @@
 """The benchmark runner: one scenario per call, one JSON line on stdout.
 
     python -m bench.run throughput            # or latency, connections, storm, rest, history,
-                                              # login-stall, log-complete, soak
+                                              # login-stall, log-complete, soak, replay, waits
     python -m bench.run cross-throughput      # scale-out (Redis broker): cross-throughput,
                                               # cross-latency, workers, presence, reclaim,
                                               # cross-soak, storm --split
@@ -94,6 +94,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "reconnect_rate": 1.0,
     },
     "replay": {"frames": 1000, "rounds": 5},  # bench/delivery.py
+    "waits": {  # bench/delivery.py: held `wait=S` requests, and the `latency` load around them
+        "requests": 10_000,
+        "wait": 30,
+        "concurrency": 200,
+        "pairs": 10,
+        "rate": 1000,
+        "warmup": 1.0,
+        "seconds": 10.0,
+    },
     # scale-out (bench/scaleout.py): several processes on one Redis
     "cross-throughput": {"pairs": 50, "window": 4, "warmup": 2.0, "seconds": 10.0},
     "cross-latency": {"pairs": 10, "rate": 1000, "warmup": 1.0, "seconds": 10.0},
@@ -119,6 +128,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "log-complete": {"messages": 2000},
     "soak": {"warmup": 2.0, "seconds": 10.0, "sample_every": 1.0},
     "replay": {"frames": 100, "rounds": 2},
+    "waits": {"requests": 500, "warmup": 0.2, "seconds": 1.0},
     "cross-throughput": {"pairs": 10, "warmup": 0.2, "seconds": 0.5},
     "cross-latency": {"warmup": 0.2, "seconds": 0.5},
     "workers": {"pairs": 10, "warmup": 0.5, "seconds": 0.5},
@@ -1130,6 +1140,27 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
         ]
     if name == "log-complete":
         return [row("messages relayed", "relayed"), row("rows after SIGTERM", "rows")]
+    if name == "waits":
+        n, wait = get(sb, "requests"), get(result, "params", "wait")
+        return [
+            row(f"{_fmt(n)} wait={wait} requests opened (s)", "open_s"),
+            row("all held: commands at the host after (s)", "all_held_s"),
+            row("server CPU µs per request", "server_cpu_us_per_request"),
+            row("RSS KiB before", "rss_kib_before"),
+            row("RSS KiB held", "rss_kib_held"),
+            row(f"KiB RSS per held wait={wait} request", "kib_per_held_request"),
+            row("one-way p50 ms, before", "one_way_before", "p50_ms"),
+            row("one-way p50 ms, held", "one_way_held", "p50_ms"),
+            row("one-way p99 ms, before", "one_way_before", "p99_ms"),
+            row(f"relay one-way p99 ms with {n} requests held", "one_way_held", "p99_ms"),
+            row("one-way max ms, before", "one_way_before", "max_ms"),
+            row("one-way max ms, held", "one_way_held", "max_ms"),
+            row("server CPU %, before", "server_cpu_pct_before"),
+            row("server CPU %, held", "server_cpu_pct_held"),
+            row("host answered after (s)", "answers_sent_after_s"),
+            row("all replied after the answers (s)", "all_replied_after_answers_s"),
+            row("last reply after the first request (s)", "last_reply_after_first_request_s"),
+        ]
     if name == "soak":
         window = _fmt(get(sb, "window_s"))
         return [
