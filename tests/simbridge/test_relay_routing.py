@@ -18,6 +18,7 @@ from simbridge.hub import Hub, MemoryBroker, Session
 from simbridge.hub.control import Control
 from simbridge.hub.open_requests import OpenRequests
 from simbridge.models import Device, DeviceType, MessageLog, Pairing, User
+from simbridge.services.commands import Commands
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.log_store import OrmLogStore
@@ -74,7 +75,9 @@ async def world() -> AsyncIterator[World]:
 
     await broker.start(hub, no_pairing_changes_here)
     last_seen = LastSeenWriter(clock, settings.last_seen_flush_seconds)
-    relay = Relay(hub, broker, directory, writer, settings, last_seen, None)
+    commands = Commands(writer, clock)
+    await commands.load()
+    relay = Relay(hub, broker, directory, writer, settings, last_seen, None, commands)
     try:
         yield World(relay, writer, await User.create(username="alice", password_hash="-"))
     finally:
