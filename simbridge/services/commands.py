@@ -67,18 +67,25 @@ def cmd_of(frame: dict[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class QueuedCommand:
+    """A command waiting for its host: its row, the frame to write, who queued it (None: the
+    REST API)."""
+
     id: int
+    host_id: int
+    req_id: str
     frame: str
     sender_id: int | None
 
 
 class Commands:
+    """The states of commands, and the queue of those waiting for their host."""
+
     def __init__(self, writer: MessageLogWriter, clock: Clock) -> None:
         self._writer = writer
         self._clock = clock
         self._queued_hosts: set[int] = set()
-        self._queued_count: dict[int, int] = {}  # per host: commands queued by this process
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._queued_count: dict[int, int] = {}  # per host: commands queued since start
+        self._locks: dict[int, asyncio.Lock] = {}  # per host whose queue is being written
         # (host, req_id) of commands being handed over: the answer, if one came back already
         self._handing_over: dict[tuple[int, str], str | None] = {}
 
@@ -164,11 +171,19 @@ class Commands:
     async def queue_of(self, host_id: int) -> AsyncIterator[list[QueuedCommand]]:
         """The host's queued commands still within their TTL, oldest first, with the host's
         queue to itself until the block ends: the caller writes them and reports which it
-        did (`sent`). Those past their TTL are marked `expired` on the way."""
+        did (`sent`). Those past their TTL are marked `expired` on the way. An answer that
+        comes back before `sent` is kept for it, as during any hand-over."""
         lock = self._locks.setdefault(host_id, asyncio.Lock())
         try:
             async with lock:
-                yield await self._take_queue(host_id)
+                queued = await self._take_queue(host_id)
+                for command in queued:
+                    self.handing_over(host_id, command.req_id)
+                try:
+                    yield queued
+                finally:
+                    for command in queued:
+                        self._handing_over.pop((host_id, command.req_id), None)
         finally:
             if not lock.locked() and self._locks.get(host_id) is lock:
                 del self._locks[host_id]
@@ -181,18 +196,31 @@ class Commands:
         rows = (
             await CommandRecord.filter(host_device_id=host_id, state=CommandState.QUEUED)
             .order_by("id")
-            .values_list("id", "frame", "sender_device_id")
+            .values_list("id", "req_id", "frame", "sender_device_id")
         )
         if not rows:
             self._queued_hosts.discard(host_id)
-        return [QueuedCommand(int(row[0]), str(row[1]), row[2]) for row in rows]
+        return [
+            QueuedCommand(int(row_id), host_id, str(req_id), str(frame), sender)
+            for row_id, req_id, frame, sender in rows
+        ]
 
     async def sent(self, commands: list[QueuedCommand]) -> None:
-        """These queued commands were written to their host."""
-        if commands:
-            await CommandRecord.filter(
-                id__in=[command.id for command in commands], state=CommandState.QUEUED
-            ).update(state=CommandState.SENT, updated_at=self._clock())
+        """These queued commands were written to their host (and perhaps answered already)."""
+        now = self._clock()
+        plain = []
+        for command in commands:
+            answer = self._handing_over.pop((command.host_id, command.req_id), None)
+            if answer is None:
+                plain.append(command.id)
+            else:
+                await CommandRecord.filter(id=command.id, state=CommandState.QUEUED).update(
+                    state=CommandState.ANSWERED, answer=answer, updated_at=now
+                )
+        if plain:
+            await CommandRecord.filter(id__in=plain, state=CommandState.QUEUED).update(
+                state=CommandState.SENT, updated_at=now
+            )
 
     async def dropped(self, commands: list[QueuedCommand]) -> None:
         """These queued commands will never be written (their sender left the host)."""
