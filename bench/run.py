@@ -811,11 +811,13 @@ async def scenario_log_complete(opts: argparse.Namespace) -> dict[str, Any]:
         stop = await asyncio.to_thread(server.stop, 30.0)
         await _close_pairs(conns)
         with sqlite3.connect(server.db_path) as db:
-            total, distinct, commands, events = db.execute(
+            total, distinct, commands, events, kept, distinct_seqs = db.execute(
                 "SELECT COUNT(*),"
                 " COUNT(DISTINCT msg_type || ':' || json_extract(payload, '$.req_id')),"
-                " SUM(msg_type = 'command'), SUM(msg_type = 'event') FROM message_logs"
+                " SUM(msg_type = 'command'), SUM(msg_type = 'event'),"
+                " COUNT(seq), COUNT(DISTINCT to_device_id || ':' || seq) FROM message_logs"
             ).fetchone()
+            states = dict(db.execute("SELECT state, COUNT(*) FROM commands GROUP BY state"))
         relayed = 2 * load.completed
         sb = {
             "messages": opts.messages,
@@ -826,6 +828,9 @@ async def scenario_log_complete(opts: argparse.Namespace) -> dict[str, Any]:
             "distinct_rows": distinct,
             "commands": commands,
             "events": events,
+            "kept_rows": kept,  # with a seq: the recipients' inboxes (contract §6)
+            "distinct_seqs": distinct_seqs,
+            "command_states": states,  # contract §7: one per command
             "errors": load.errors,
             "error_examples": [e.decode(errors="replace") for e in load.error_examples],
             "stop": stop,
@@ -838,9 +843,26 @@ async def scenario_log_complete(opts: argparse.Namespace) -> dict[str, Any]:
             f"== {opts.messages}, no duplicates",
             ok,
         ),
+        _target(
+            "commands answered, by their states",
+            f"{states.get('answered', 0)} of {trips}",
+            f"== {trips}",
+            states == {"answered": trips},
+        ),
         _target("exit code after SIGTERM", stop["exit_code"], "0", stop["exit_code"] == 0),
     ]
-    params = {k: getattr(opts, k) for k in ("messages", "pairs", "window")}
+    if opts.since:  # every frame was routed to a `since` socket: each is kept, with its seq
+        inbox_ok = kept == total == distinct_seqs == opts.messages
+        targets.insert(
+            1,
+            _target(
+                "kept rows (inbox) after graceful stop",
+                f"{kept} with a seq, {distinct_seqs} distinct",
+                f"== {opts.messages}",
+                inbox_ok,
+            ),
+        )
+    params = {k: getattr(opts, k) for k in ("messages", "pairs", "window", "since")}
     return {"params": params, "simbridge": sb, "bare": None, "ratio": None, "targets": targets}
 
 
