@@ -23,6 +23,7 @@ from simbridge.hub.control import (
     WaitedAnswer,
 )
 from simbridge.hub.open_requests import OpenRequests
+from simbridge.hub.redis import RedisBroker
 from simbridge.limits import Limiter, MemoryLimiter
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REMOVED, CLOSE_REVOKED
 from simbridge.redis_limiter import RedisLimiter
@@ -35,6 +36,7 @@ from simbridge.services.identities import Identities
 from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.log_store import OrmLogStore, SqliteLogStore
 from simbridge.services.message_log import MessageLogWriter
+from simbridge.services.redis_inboxes import RedisInboxes
 from simbridge.services.relay import Relay
 from simbridge.services.retention import RetentionTask
 from simbridge.services.sequences import Sequences
@@ -59,7 +61,10 @@ class Runtime:
     device_records: DeviceRecords
     writer: MessageLogWriter
     last_seen: LastSeenWriter
-    sequences: Sequences | None  # None: frames are not kept (they need the memory broker)
+    # Kept frames (contract §6): seqs from `sequences` and the message log in one process
+    # (memory broker), from `inboxes` in Redis across processes; exactly one is set.
+    sequences: Sequences | None
+    inboxes: RedisInboxes | None
     commands: Commands
     relay: Relay
     guard: Guard
@@ -89,8 +94,6 @@ class Runtime:
         )
 
         last_seen = LastSeenWriter(settings.clock, settings.last_seen_flush_seconds)
-        # Seqs are given out by one process; across processes they will come from Redis.
-        sequences = Sequences() if settings.broker == "memory" else None
         commands = Commands(writer, settings.clock)
         await commands.load()
 
@@ -98,6 +101,9 @@ class Runtime:
             await runtime.resync()
 
         broker = make_broker(settings, on_resync=resync)
+        # One process gives out its devices' seqs itself; several share them through Redis.
+        inboxes = RedisInboxes(broker, settings) if isinstance(broker, RedisBroker) else None
+        sequences = Sequences() if inboxes is None else None
         limiter = _limiter(settings)
         runtime = cls(
             settings=settings,
@@ -109,8 +115,11 @@ class Runtime:
             writer=writer,
             last_seen=last_seen,
             sequences=sequences,
+            inboxes=inboxes,
             commands=commands,
-            relay=Relay(hub, broker, directory, writer, settings, last_seen, sequences, commands),
+            relay=Relay(
+                hub, broker, directory, writer, settings, last_seen, sequences, commands, inboxes
+            ),
             guard=Guard(limiter, settings),
             limiter=limiter,
             retention=RetentionTask(
@@ -180,6 +189,8 @@ class Runtime:
         """After the sockets: background tasks, the broker, the writers (flushed), the
         database."""
         await self.retention.stop()
+        if self.inboxes is not None:
+            await self.inboxes.stop()
         await self.broker.stop()
         await self.limiter.close()
         await self.writer.stop()

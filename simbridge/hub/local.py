@@ -128,6 +128,19 @@ class Hub:
         return self._open_requests.asker(host_id, req_id)
 
     # --- sending -------------------------------------------------------------------------
+    def offer(self, device_id: int, frame: str, seq: int | None = None) -> bool:
+        """`send` without waiting: False only when the device's socket cannot take the frame
+        at once (then `send` it); True when it was sent, held (see `send`) or has no socket."""
+        session = self.session_of(device_id)
+        if session is None:
+            return True
+        if session.since is not None and seq is not None:
+            frame = with_seq(frame, seq)
+        if session.held is not None:
+            session.held.append((seq, frame))
+            return True
+        return session.conn.send_now(frame)
+
     async def send(self, device_id: int, frame: str, seq: int | None = None) -> bool:
         """Hand `frame` to the device's live socket here; False if it has none (or it failed).
 

@@ -14,6 +14,14 @@ Keys and channels (`p` is the prefix, `sb:` by default):
     p ch:node:<nid>   channel                 f<device>:<gen>:<frame>, c<device>:<gen>:<command
                                               with its asker>, r<device>:<gen>, p<nonce>
     p ch:ctl          channel                 control messages, JSON, for every node
+    p inbox:<d>:n     HASH s, r               the device's latest seq, and its reserved mark
+    p inbox:<d>       STREAM <seq>-0 {t, f}   its kept frames (contract §6), capped, with TTL
+
+A kept frame (`keep`) takes its seq, is appended to its device's inbox and published to the
+owner's node in one script call; it travels as F<device>:<gen>:<seq>:<frame> (C<...> for a
+command with its asker). `open_inbox` appends a host's queued commands and reads what a `since`
+socket missed, atomically; the seeding and reserving of counters (`seed_inbox`,
+`reserve_inbox`) is `simbridge.services.redis_inboxes`'s business.
 
 Scripts derive node keys from the owner they read, so this layout needs one Redis, not a
 Cluster. Pub/Sub is at-most-once: after the subscription is lost (reconnect, silent probe) or
@@ -160,7 +168,8 @@ class RedisBroker:
         self._claims: dict[int, _Claim] = {}  # the latest claim of each device held here
         self._unreleased: dict[int, int] = {}  # releases Redis missed, sent again at resync
         self._unpublished: deque[str] = deque(maxlen=MAX_UNPUBLISHED_CONTROLS)  # likewise
-        self._sending: dict[int, deque[str]] = {}  # frames for devices whose socket is behind
+        # frames (and seqs) for devices whose socket is behind
+        self._sending: dict[int, deque[tuple[str, int | None]]] = {}
         self._controls: asyncio.Queue[Control] = asyncio.Queue()
         self._subscribed = asyncio.Event()
         self._read_scope: asyncio.Timeout | None = None
@@ -300,6 +309,71 @@ class RedisBroker:
             return here
         return here | {device_id for device_id, flag in zip(elsewhere, flags, strict=True) if flag}
 
+    # --- kept frames (contract §6) -----------------------------------------------------------
+    async def keep(
+        self,
+        device_id: int,
+        frame: str,
+        asked: Asked | None,
+        *,
+        event: bool,
+        here: bool,
+        now_ms: int,
+        ttl_ms: int,
+        max_kept: int,
+    ) -> list[int]:
+        """Give the frame the device's next seq, keep it in its inbox and publish it to the
+        owner's node, in one script call (see `KEEP` for what comes back). `here`: the device
+        has a socket on this node, which sends it the frame itself unless another live node
+        owns the device. Raises `BrokerUnavailable`."""
+        kind, asker = ("F", "") if asked is None else ("C", encode_command("", asked))
+        result = await self._redis.evalsha(
+            "KEEP",
+            [self._device_key(device_id), *self._inbox_keys(device_id)],
+            self._prefix,
+            self.node_id,
+            device_id,
+            kind,
+            asker,
+            frame,
+            1 if event else 0,
+            1 if here else 0,
+            now_ms,
+            ttl_ms,
+            max_kept,
+        )
+        return [int(value) for value in result]
+
+    async def open_inbox(
+        self,
+        device_id: int,
+        since: int,
+        frames: list[str],
+        *,
+        now_ms: int,
+        ttl_ms: int,
+        max_kept: int,
+    ) -> list[Any]:
+        """Append `frames` with the device's next seqs, then read its entries after `since`
+        (-1: none), in one script call (see `OPEN`). Raises `BrokerUnavailable`."""
+        result: list[Any] = await self._redis.evalsha(
+            "OPEN", self._inbox_keys(device_id), since, now_ms, ttl_ms, max_kept, *frames
+        )
+        return result
+
+    async def seed_inbox(self, device_id: int, latest: int, reserved: int) -> None:
+        """Start the device's counter at `latest`, reserved up to `reserved`, unless it has
+        one already."""
+        await self._redis.evalsha("SEED", self._inbox_keys(device_id)[:1], latest, reserved)
+
+    async def reserve_inbox(self, device_id: int, reserved: int) -> None:
+        """Let the device's counter go up to `reserved` (already written to the database)."""
+        await self._redis.evalsha("RESERVE", self._inbox_keys(device_id)[:1], reserved)
+
+    def _inbox_keys(self, device_id: int) -> list[str]:
+        inbox = f"{self._prefix}inbox:{device_id}"
+        return [f"{inbox}:n", inbox]
+
     # --- control ----------------------------------------------------------------------------
     async def broadcast(self, control: Control) -> None:
         """Apply `control` here first, then publish it to every other node. While Redis cannot
@@ -390,6 +464,11 @@ class RedisBroker:
                 gen, _, command = rest.partition(":")
                 asked, frame = decode_command(command)
                 self._on_frame(int(head[1:]), int(gen), frame, asked)
+            elif kind in ("F", "C"):  # a kept frame, with its seq
+                gen, _, rest = rest.partition(":")
+                seq, _, body = rest.partition(":")
+                asked, frame = decode_command(body) if kind == "C" else (None, body)
+                self._on_frame(int(head[1:]), int(gen), frame, asked, int(seq))
             elif kind == "r":
                 self._on_replaced(int(head[1:]), int(rest))
             elif kind == "p" and head[1:] == str(self._probe_nonce):
@@ -397,9 +476,17 @@ class RedisBroker:
         except (ValueError, KeyError, TypeError):
             log.error("malformed message ignored: %.200r", message)
 
-    def _on_frame(self, device_id: int, gen: int, frame: str, asked: Asked | None = None) -> None:
+    def _on_frame(
+        self,
+        device_id: int,
+        gen: int,
+        frame: str,
+        asked: Asked | None = None,
+        seq: int | None = None,
+    ) -> None:
         """Hand the frame to the device's socket here, in order, without waiting on it (a
-        command's asker is remembered first: the host's answer may come at once)."""
+        command's asker is remembered first: the host's answer may come at once). A kept
+        frame's `seq` goes with it (`Hub.offer`)."""
         claim = self._claims.get(device_id)
         if claim is not None and gen < claim.settled_gen():
             return  # routed to a socket of the device that a newer one here has replaced
@@ -408,12 +495,11 @@ class RedisBroker:
         queue = self._sending.get(device_id)
         if queue is not None:
             if len(queue) < MAX_QUEUED_FRAMES:
-                queue.append(frame)
+                queue.append((frame, seq))
             return
-        session = self._started_hub().session_of(device_id)
-        if session is None or session.conn.send_now(frame):
-            return  # gone meanwhile, or sent: the common case, without a task (as in Hub.send)
-        self._sending[device_id] = deque([frame])
+        if self._started_hub().offer(device_id, frame, seq):
+            return  # sent, held or gone: the common case, without a task (as in Hub.send)
+        self._sending[device_id] = deque([(frame, seq)])
         self._spawn(self._drain(device_id))
 
     async def _drain(self, device_id: int) -> None:
@@ -422,7 +508,7 @@ class RedisBroker:
         queue = self._sending[device_id]
         try:
             while queue:  # bounded by what was queued, each send by the hub's send timeout
-                await self._started_hub().send(device_id, queue[0])
+                await self._started_hub().send(device_id, *queue[0])
                 queue.popleft()
         finally:
             del self._sending[device_id]

@@ -3,6 +3,8 @@
 Nothing here touches the database on the way of a message: pairings come from the in-memory
 `PairingDirectory`, delivery goes through the broker, seqs come from `Sequences` and the log row
 (the inbox too, see `simbridge.services.inbox`) is handed to the write-behind `MessageLogWriter`.
+With several processes (`SIMBRIDGE_BROKER=redis`) seqs and kept frames come from
+`RedisInboxes` instead, and a kept frame takes its seq, is kept and is routed in one Redis call.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -20,6 +23,7 @@ from simbridge import protocol
 from simbridge.config import Settings
 from simbridge.errors import HostOffline
 from simbridge.hub import Broker, Connection, Hub, Session
+from simbridge.hub.base import close_quietly
 from simbridge.hub.broker import BrokerUnavailable
 from simbridge.hub.control import CommandsQueued, WaitedAnswer
 from simbridge.hub.open_requests import Asked
@@ -41,13 +45,15 @@ from simbridge.services.directory import PairingDirectory
 from simbridge.services.last_seen import LastSeenWriter
 from simbridge.services.message_log import MessageLogWriter
 from simbridge.services.presence import Presence
-from simbridge.services.replay import go_live, replay_inbox
+from simbridge.services.redis_inboxes import RedisInboxes
+from simbridge.services.replay import go_live, replay_inbox, replay_kept
 from simbridge.services.sequences import Sequences
 
 log = logging.getLogger("simbridge.relay")
 # The asker remembered for a REST command whose caller waits: its answers go to every client,
 # as a REST command's do, and to the waiting caller, wherever it is (`WaitedAnswer`).
 REST_CALLER = -2
+CLOSE_TRY_AGAIN = 1013  # a `since` socket whose replay cannot be read now (Redis is away)
 
 
 def _device_id(value: Any) -> int | None:
@@ -78,8 +84,10 @@ class Relay:
         last_seen: LastSeenWriter,
         sequences: Sequences | None,
         commands: Commands,
+        inboxes: RedisInboxes | None = None,
     ) -> None:
-        """`sequences` is None when frames are not kept (contract §6 needs one process)."""
+        """Frames are kept (contract §6) with `sequences` in one process (memory broker), with
+        `inboxes` across processes (Redis broker); one of them at most is given."""
         self._hub = hub
         self._broker = broker
         self._directory = directory
@@ -88,6 +96,7 @@ class Relay:
         self._last_seen = last_seen
         self._sequences = sequences
         self._commands = commands
+        self._inboxes = inboxes
         self._answers = Answers()
         self._presence = Presence(hub, broker, directory)
         self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
@@ -132,8 +141,13 @@ class Relay:
         host's queued commands follow the greeting (and replay), before live frames."""
         device_id = session.device_id
         queued_before = self._commands.queued_count(device_id)
+        claimed = False
         if session.device_type is DeviceType.HOST and self._commands.has_queued(device_id):
-            await self._start_with_queue(session)
+            claimed = await self._start_with_queue(session)
+        elif self._inboxes is not None and session.since is not None:
+            if not await self._replay_kept(session, self._inboxes):
+                return
+            claimed = True
         elif (sequences := self._sequences_for(session)) is not None:
             await replay_inbox(
                 session,
@@ -146,14 +160,47 @@ class Relay:
         else:
             await session.conn.send(protocol.connected(device_id))
             await self._hub.attach(session)
+        if self._inboxes is not None and self._hub.session_of(device_id) is not session:
+            return  # closed meanwhile: replaced, or its replay could not be read
         if self._commands.queued_count(device_id) != queued_before:  # queued as it connected
             await self._send_queue(device_id)
+        if not claimed:
+            await self._claim(session)
+        self._last_seen.note(session.device_id)
+        await self._presence.announce(session, online=True)
+
+    async def _claim(self, session: Session) -> None:
         try:
             await self._broker.claim(session.device_id)
         except BrokerUnavailable:  # Redis went away since admission: the broker claims it later
             log.warning("device %s connected while the broker is unavailable", session.device_id)
-        self._last_seen.note(session.device_id)
-        await self._presence.announce(session, online=True)
+
+    async def _replay_kept(
+        self,
+        session: Session,
+        inboxes: RedisInboxes,
+        queued: list[tuple[int | None, str]] | None = None,
+    ) -> bool:
+        """Start a `since` socket across processes (`replay_kept`: it is claimed there); False,
+        with the socket closed (1013, try again later), when Redis cannot be reached: what it
+        missed cannot be read."""
+        try:
+            await replay_kept(
+                session,
+                self._hub,
+                partial(self._broker.claim, session.device_id),
+                inboxes,
+                self._writer,
+                self._presence_of(session),
+                queued or (),
+            )
+        except BrokerUnavailable:
+            log.warning("device %s: no replay while the broker is unavailable", session.device_id)
+            self._hub.detach(session)
+            session.held = None
+            await close_quietly(session.conn, CLOSE_TRY_AGAIN, "broker unavailable")
+            return False
+        return True
 
     def _sequences_for(self, session: Session) -> Sequences | None:
         """The seqs to replay a `since` socket with; None for a v1 socket (or none kept)."""
@@ -165,9 +212,10 @@ class Relay:
 
         return presence
 
-    async def _start_with_queue(self, session: Session) -> None:
+    async def _start_with_queue(self, session: Session) -> bool:
         """Start a host's socket that has commands waiting: they follow the greeting (and, on a
-        `since` socket, the replay), oldest first, before any live frame."""
+        `since` socket, the replay), oldest first, before any live frame. True if the socket
+        was claimed (a `since` socket across processes)."""
         host_id = session.device_id
         async with self._commands.queue_of(host_id) as queued:
             commands = await self._still_wanted(host_id, queued)
@@ -175,6 +223,14 @@ class Relay:
                 asked = _asked(command)
                 if asked is not None:
                     self._hub.remember_request(host_id, *asked)
+            if self._inboxes is not None and session.since is not None:
+                started = False
+                try:
+                    frames = [(c.sender_id, c.frame) for c in commands]
+                    started = await self._replay_kept(session, self._inboxes, frames)
+                finally:
+                    await self._commands.sent(commands if started else [])
+                return started
             sequences = self._sequences_for(session)
             if sequences is not None:
                 try:  # numbered and logged when the replay starts: kept in its inbox
@@ -189,8 +245,9 @@ class Relay:
                     )
                 finally:
                     await self._commands.sent(commands)
-                return
-            numbers = await self._numbers_for(host_id, len(commands))  # kept, if frames are
+                return False
+            # kept, if frames are
+            numbers = await self._numbers_for(host_id, [c.frame for c in commands])
             session.held = []  # live frames wait for the queued ones
             await session.conn.send(protocol.connected(host_id))
             await self._hub.attach(session)
@@ -205,9 +262,17 @@ class Relay:
             finally:
                 await self._commands.sent(written)
             await go_live(session)
+        return False
 
-    async def _numbers_for(self, device_id: int, count: int) -> list[int | None]:
-        """The next `count` seqs of the device, or Nones when frames are not kept."""
+    async def _numbers_for(self, device_id: int, frames: list[str]) -> list[int | None]:
+        """The next seqs of the device, one per frame (kept), or Nones when frames are not
+        kept."""
+        count = len(frames)
+        if self._inboxes is not None and count:
+            try:
+                return list((await self._inboxes.open(device_id, None, frames)).numbered)
+            except (BrokerUnavailable, LookupError):
+                return [None] * count
         keeping = self._sequences
         if keeping is None or not count or not await keeping.ready(device_id, count):
             return [None] * count
@@ -367,7 +432,7 @@ class Relay:
     async def _fan_out(self, sender_id: int, clients: tuple[int, ...], text: str) -> bool:
         """An unsolicited event goes to every paired client that is online, and is kept for
         every one, online or not, when frames are kept; True if any got it now."""
-        if self._sequences is not None:
+        if self._sequences is not None or self._inboxes is not None:
             targets = list(clients)
         else:
             online = self._hub.online(clients)
@@ -398,6 +463,8 @@ class Relay:
         seq, and so does an event for an offline client: it is kept for it. A command is kept
         only once written to its host (one refused as offline would be sent again later,
         after its sender had retried it)."""
+        if self._inboxes is not None:
+            return await self._deliver_kept(self._inboxes, sender_id, target, msg_type, text, asked)
         keeping = await self._keeping_for(target)
         seq = None
         if self._hub.holds(target):  # nothing awaited since `ready`: see `Sequences.ready`
@@ -414,6 +481,58 @@ class Relay:
         if delivered or (seq is not None and msg_type == EVENT):
             await self._writer.write(sender_id, target, msg_type, text, seq)
         return delivered
+
+    async def _deliver_kept(
+        self,
+        inboxes: RedisInboxes,
+        sender_id: int | None,
+        target: int,
+        msg_type: str,
+        text: str,
+        asked: Asked | None,
+    ) -> bool:
+        """`_deliver` across processes: one Redis call gives the frame its seq, keeps it and
+        publishes it to the node that owns the target (this one included, for a `since`
+        socket here: then every frame of the device reaches it through Redis, in seq order). A
+        v1 socket here is sent the frame directly, unless another node owns the device now.
+        While Redis cannot be reached, only sockets here get frames, without a seq."""
+        session = self._hub.session_of(target)
+        here = session is not None and session.since is None
+        try:
+            kept = await inboxes.keep(target, text, asked, event=msg_type == EVENT, here=here)
+        except (BrokerUnavailable, LookupError):
+            return await self._deliver_unkept(sender_id, target, msg_type, text, asked)
+        if kept.here:
+            delivered = await self._send_here(target, text, asked, kept.seq)
+        else:
+            delivered = kept.receivers > 0
+        if delivered or (kept.seq is not None and msg_type == EVENT):
+            await self._writer.write(sender_id, target, msg_type, text, kept.seq)
+        return delivered
+
+    async def _deliver_unkept(
+        self,
+        sender_id: int | None,
+        target: int,
+        msg_type: str,
+        text: str,
+        asked: Asked | None,
+    ) -> bool:
+        """A frame that could not be kept: to a socket here, else as v1 through the broker."""
+        if self._hub.holds(target):
+            delivered = await self._send_here(target, text, asked, None)
+        else:
+            delivered = await self._broker.deliver(target, text, asked)
+        if delivered:
+            await self._writer.write(sender_id, target, msg_type, text, None)
+        return delivered
+
+    async def _send_here(
+        self, target: int, text: str, asked: Asked | None, seq: int | None
+    ) -> bool:
+        if asked is not None and self._hub.holds(target):
+            self._hub.remember_request(target, *asked)
+        return await self._hub.send(target, text, seq)
 
     async def _keeping_for(self, target: int) -> Sequences | None:
         """The seqs to keep frames for `target` with, ready to be taken; None when frames are

@@ -16,6 +16,11 @@ the seqs that follow the device's latest, just before it is attached (so every f
 later comes after them), and are logged like any frame routed to it and sent with the replay.
 The greeting's `seq` is the latest before them: a queued command takes its seq when it is
 written, after the greeting.
+
+Across processes (`SIMBRIDGE_BROKER=redis`, `replay_kept`) the kept frames are in Redis, not in
+the log: the socket is attached and claimed (so every frame kept for the device from then on is
+published to it, and held), then one script call appends the queued commands and reads the
+latest seq with the frames up to it; the merge with what was held is the same.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from simbridge.config import Settings
 from simbridge.hub import Hub, Session
 from simbridge.services.inbox import kept_frames
 from simbridge.services.message_log import MessageLogWriter
+from simbridge.services.redis_inboxes import RedisInboxes
 from simbridge.services.sequences import Sequences
 
 
@@ -58,6 +64,45 @@ async def replay_inbox(
     await writer.flush()  # every frame with a seq up to `latest` is in the log now
     rows = await kept_frames(device_id, since, latest, settings)
     replay = {seq: protocol.with_seq(payload, seq) for seq, payload in rows}
+    await _greet_and_replay(session, greeted if numbered else latest, latest, replay, peers)
+
+
+async def replay_kept(
+    session: Session,
+    hub: Hub,
+    claim: Callable[[], Awaitable[None]],
+    inboxes: RedisInboxes,
+    writer: MessageLogWriter,
+    presence: Callable[[], Awaitable[list[str]]],
+    queued: Sequence[tuple[int | None, str]] = (),
+) -> None:
+    """`replay_inbox` across processes (`SIMBRIDGE_BROKER=redis`): the socket is attached
+    here and then claimed everywhere (`claim`), so every frame kept from then on, by any
+    process, is published to it and waits in its session; then one script call reads the
+    latest seq and the kept frames up to it (appending the `queued` commands first), so a frame
+    is either read there or published here, or both (sent once), never neither. Raises
+    `BrokerUnavailable` (the socket is attached, not greeted)."""
+    device_id, since = session.device_id, session.since
+    assert since is not None
+    session.held = []
+    await hub.attach(session)
+    await claim()
+    opened = await inboxes.open(device_id, since, [frame for _, frame in queued])
+    latest = opened.latest
+    for number, (sender_id, frame) in zip(opened.numbered, queued, strict=True):
+        await writer.write(sender_id, device_id, protocol.COMMAND, frame, number)
+    peers = await presence()
+    replay = {seq: protocol.with_seq(payload, seq) for seq, payload in opened.frames}
+    await _greet_and_replay(session, opened.greeted, latest, replay, peers)
+
+
+async def _greet_and_replay(
+    session: Session, greeted: int, latest: int, replay: dict[int, str], peers: list[str]
+) -> None:
+    """Merge what was read (`replay`, up to `latest`) with what waited in the session, then
+    send the greeting, `peers`' presence, the replay, the live frames that waited, and go live."""
+    since = session.since
+    assert since is not None
     live: list[str] = []
     for seq, frame in _take(session):
         if seq is None or seq > latest:
@@ -65,10 +110,8 @@ async def replay_inbox(
         elif seq > since:
             replay.setdefault(seq, frame)  # routed just before `latest` was read
     gap = since < latest and len(replay) < latest - since
-    if not numbered:
-        greeted = latest
     conn = session.conn
-    await conn.send(protocol.connected_since(device_id, greeted, gap))
+    await conn.send(protocol.connected_since(session.device_id, greeted, gap))
     for frame in peers:
         await conn.send(frame)
     for seq in sorted(replay):
