@@ -10,6 +10,7 @@ host's handshake needs no query unless it has something waiting.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from simbridge.services.message_log import MessageLogWriter
 MAX_REQ_ID_LENGTH = 128  # the column's width; a command with a longer id has no state
 MAX_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_TTL_SECONDS = 24 * 3600
+FORGET_PER_CALL = 4  # written rows dropped per new one: more than one, so the backlog shrinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class Commands:
         self._locks: dict[int, asyncio.Lock] = {}  # per host whose queue is being written
         # (host, req_id) of commands being handed over: the answer, if one came back already
         self._handing_over: dict[tuple[int, str], str | None] = {}
+        # Rows of `sent` commands the writer may not have taken yet, oldest first
+        self._unwritten: dict[tuple[int, str], NewCommand] = {}
 
     async def load(self) -> None:
         """Learn which hosts have commands waiting (at start)."""
@@ -115,21 +119,39 @@ class Commands:
     ) -> None:
         """Record a command handed to its host (`sent`, or `answered` already), or refused as
         offline (`failed`)."""
-        answer = self._handing_over.pop((host_id, req_id), None)
+        key = (host_id, req_id)
+        answer = self._handing_over.pop(key, None)
         state = CommandState.SENT if delivered else CommandState.FAILED
         if answer is not None:
             state = CommandState.ANSWERED
         command = NewCommand(req_id, user_id, host_id, sender_id, cmd, state, self._clock(), answer)
         await self._writer.change(command)
+        if state is CommandState.SENT:
+            self._forget_written()
+            self._unwritten[key] = command
 
     async def answered(self, host_id: int, req_id: str, event: str) -> None:
-        """The host sent an event with the command's `req_id` (only the first one counts)."""
+        """The host sent an event with the command's `req_id` (only the first one counts):
+        written into the command's row if that is not written yet, else an UPDATE."""
         key = (host_id, req_id)
         if key in self._handing_over:
             if self._handing_over[key] is None:
                 self._handing_over[key] = event
             return
+        command = self._unwritten.pop(key, None)
+        if command is not None and not command.sealed:
+            command.state, command.answer = CommandState.ANSWERED, event
+            return
         await self._writer.change(CommandAnswered(host_id, req_id, event, self._clock()))
+
+    def _forget_written(self) -> None:
+        """Drop the rows the writer has taken from `_unwritten`: they are its oldest, since
+        the writer takes rows in the order queued."""
+        unwritten = self._unwritten
+        for key in list(itertools.islice(unwritten, FORGET_PER_CALL)):
+            if not unwritten[key].sealed:
+                break
+            del unwritten[key]
 
     # --- the queue ----------------------------------------------------------------------------
     async def queue(

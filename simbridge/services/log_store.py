@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain
@@ -24,7 +25,15 @@ from typing import Protocol
 from tortoise import connections
 
 from simbridge.db import CONNECTION
-from simbridge.services.command_changes import CommandChange
+from simbridge.services.command_changes import (
+    COLUMNS as COMMAND_COLUMNS,
+)
+from simbridge.services.command_changes import (
+    CommandAnswered,
+    CommandChange,
+    NewCommand,
+    insert_commands,
+)
 
 log = logging.getLogger("simbridge.message_log")
 
@@ -59,16 +68,27 @@ def sqlite_insert(rows: int) -> str:
     return f'INSERT INTO "message_logs" ({_COLUMN_LIST}) VALUES {values}'
 
 
-def split(batch: Sequence[Row]) -> tuple[list[LogRow], list[CommandChange]]:
-    """The log rows of a batch, and its command changes in the order queued."""
-    rows: list[LogRow] = []
-    changes: list[CommandChange] = []
+@dataclass(slots=True)
+class Split:
+    """A batch, sorted for the store: log rows, new commands, then answers (in queue order;
+    an answer only ever needs a command queued before it)."""
+
+    rows: list[LogRow] = field(default_factory=list)
+    commands: list[NewCommand] = field(default_factory=list)
+    answers: list[CommandAnswered] = field(default_factory=list)
+
+
+def split(batch: Sequence[Row]) -> Split:
+    parts = Split()
     for row in batch:
-        if type(row) is tuple:
-            rows.append(row)
+        kind = type(row)
+        if kind is tuple:
+            parts.rows.append(row)  # type: ignore[arg-type]
+        elif kind is NewCommand:
+            parts.commands.append(row)  # type: ignore[arg-type]
         else:
-            changes.append(row)  # type: ignore[arg-type]
-    return rows, changes
+            parts.answers.append(row)  # type: ignore[arg-type]
+    return parts
 
 
 class LogStore(Protocol):
@@ -91,22 +111,25 @@ class OrmLogStore:
         dialect = db.schema_generator.DIALECT
         statement = insert_statement(dialect)
         for batch in batches:
-            rows, changes = split(batch)
+            parts = split(batch)
             try:
-                if rows:
-                    await db.execute_many(statement, list(rows))
+                if parts.rows:
+                    await db.execute_many(statement, list(parts.rows))
             except Exception:
-                _refused(rows)
-                for row in rows:
+                _refused(parts.rows)
+                for row in parts.rows:
                     try:
                         await db.execute_query(statement, list(row))
                     except Exception:
                         log.exception("could not store the log row of a %s", row[2])
-            for change in changes:
-                try:
-                    await db.execute_query(*change.statement(dialect))
-                except Exception:
-                    log.exception("could not store a command's state")
+            try:
+                if parts.commands:
+                    commands = [list(command.values()) for command in parts.commands]
+                    await db.execute_many(insert_commands(dialect, 1), commands)
+                for answer in parts.answers:
+                    await db.execute_query(*answer.statement(dialect))
+            except Exception:
+                log.exception("could not store the states of %d commands", len(parts.commands))
 
     async def close(self) -> None:
         return None
@@ -125,6 +148,7 @@ class SqliteLogStore:
         self._busy_retry_seconds = busy_retry_seconds
         self._connection: sqlite3.Connection | None = None
         self._rows_per_statement = 1  # set from the SQLite library's limit when connecting
+        self._commands_per_statement = 1
 
     async def insert(self, batches: Sequence[Sequence[Row]]) -> None:
         await asyncio.to_thread(self._insert, batches)
@@ -136,11 +160,12 @@ class SqliteLogStore:
 
     def _insert(self, batches: Sequence[Sequence[Row]]) -> None:
         for batch in batches:
-            self._insert_batch(*split(batch))
+            self._insert_batch(split(batch))
 
-    def _insert_batch(self, batch: Sequence[LogRow], changes: Sequence[CommandChange]) -> None:
+    def _insert_batch(self, parts: Split) -> None:
         """Commit the batch; a busy database (the REST API's connection holding the lock
         past the busy timeout) is waited for, a refused row costs only itself."""
+        batch = parts.rows
         for attempt in range(1, BUSY_ATTEMPTS + 1):
             connection = self._connect()
             try:
@@ -148,8 +173,7 @@ class SqliteLogStore:
                     for start in range(0, len(batch), self._rows_per_statement):
                         rows = batch[start : start + self._rows_per_statement]
                         connection.execute(sqlite_insert(len(rows)), list(chain(*rows)))
-                    for change in changes:
-                        connection.execute(*change.statement("sqlite"))
+                    self._store_commands(connection, parts)
                 return
             except sqlite3.IntegrityError:
                 _refused(batch)
@@ -159,18 +183,28 @@ class SqliteLogStore:
                             connection.execute(sqlite_insert(1), row)
                     except sqlite3.Error:
                         log.exception("could not store the log row of a %s", row[2])
-                for change in changes:
-                    try:
-                        with connection:
-                            connection.execute(*change.statement("sqlite"))
-                    except sqlite3.Error:
-                        log.exception("could not store a command's state")
+                try:
+                    with connection:
+                        self._store_commands(connection, parts)
+                except sqlite3.Error:
+                    log.exception("could not store the states of %d commands", len(parts.commands))
                 return
             except sqlite3.OperationalError:
                 if attempt == BUSY_ATTEMPTS:
                     raise
                 log.warning("log batch not stored (attempt %d), retrying", attempt, exc_info=True)
                 time.sleep(self._busy_retry_seconds)  # a worker thread: the event loop runs on
+
+    def _store_commands(self, connection: sqlite3.Connection, parts: Split) -> None:
+        """The batch's new commands in as few statements as the library allows (each
+        statement is one wait for the GIL), then its answers."""
+        per_statement = self._commands_per_statement
+        for start in range(0, len(parts.commands), per_statement):
+            commands = parts.commands[start : start + per_statement]
+            values = list(chain.from_iterable(command.values() for command in commands))
+            connection.execute(insert_commands("sqlite", len(commands)), values)
+        for answer in parts.answers:
+            connection.execute(*answer.statement("sqlite"))
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -182,6 +216,9 @@ class SqliteLogStore:
             connection.execute("PRAGMA synchronous=NORMAL")  # docs/configuration.md: durability
             variables = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._rows_per_statement = min(ROWS_PER_SQLITE_STATEMENT, variables // len(COLUMNS))
+            self._commands_per_statement = min(
+                ROWS_PER_SQLITE_STATEMENT, variables // COMMAND_COLUMNS
+            )
             self._connection = connection
         return self._connection
 

@@ -15,7 +15,8 @@ from tortoise import Tortoise
 from simbridge.clock import ManualClock
 from simbridge.config import Settings
 from simbridge.db import apply_migrations, tortoise_config
-from simbridge.models import Device, DeviceType, MessageLog, User
+from simbridge.models import CommandRecord, CommandState, Device, DeviceType, MessageLog, User
+from simbridge.services.command_changes import CommandAnswered, NewCommand
 from simbridge.services.log_store import LogStore, OrmLogStore, SqliteLogStore
 from simbridge.services.message_log import MessageLogWriter
 from tests.postgres import fresh_postgres_database
@@ -260,3 +261,35 @@ async def test_writer_outlives_a_store_that_fails(
     await asyncio.wait_for(writer.stop(), POLL_LIMIT)
 
     assert "message-log rows could not be stored" in caplog.text
+
+
+async def test_command_states_are_stored_with_the_rows_in_every_store(
+    devices: Devices, clock: ManualClock
+) -> None:
+    """Commands inserted many to a statement, answers applied after them, in each store."""
+    writer = make_writer(devices, clock, batch_size=7)
+    writer.start()
+    user_id = (await Device.get(id=devices.host)).user_id
+    for n in range(20):
+        await writer.write(devices.client, devices.host, "command", f'{{"n":{n}}}')
+        state = CommandState.SENT if n % 4 else CommandState.FAILED
+        await writer.change(
+            NewCommand(f"r{n}", user_id, devices.host, devices.client, "GET_SIMS", state, clock())
+        )
+    for n in range(0, 20, 2):  # the failed ones (n % 4 == 0) are not `sent`: unchanged
+        await writer.change(CommandAnswered(devices.host, f"r{n}", f'{{"a":{n}}}', clock()))
+    await writer.flush()
+    rows = await CommandRecord.all().order_by("id").values_list("req_id", "state", "answer")
+    await writer.stop()
+
+    def expected(n: int) -> tuple[str, str, str | None]:
+        if n % 4 == 0:
+            return (f"r{n}", "failed", None)
+        if n % 2 == 0:
+            return (f"r{n}", "answered", f'{{"a":{n}}}')
+        return (f"r{n}", "sent", None)
+
+    assert [(req, str(state), answer) for req, state, answer in rows] == [
+        expected(n) for n in range(20)
+    ]
+    assert len(await stored_payloads()) == 20
