@@ -21,11 +21,16 @@ _INSERT = (
     ' "state", "answer", "frame", "expires_at", "created_at", "updated_at")'
     " VALUES ({})"
 )
-_ANSWER = (
-    'UPDATE "commands" SET "state" = \'answered\', "answer" = {0}, "updated_at" = {1}'
-    ' WHERE "id" = (SELECT "id" FROM "commands" WHERE "req_id" = {2}'
-    ' AND "host_device_id" = {3} AND "state" = \'sent\' ORDER BY "id" DESC LIMIT 1)'
+# Answers, many to a statement: each sets its host's newest `sent` command with its req_id.
+_ANSWERS = (
+    'UPDATE "commands" SET "state" = \'answered\', "answer" = v.column3, "updated_at" = v.column4'
+    " FROM (VALUES {}) AS v"
+    ' WHERE "commands"."id" = (SELECT c."id" FROM "commands" AS c'
+    ' WHERE c."req_id" = v.column1 AND c."host_device_id" = v.column2'
+    ' AND c."state" = \'sent\' ORDER BY c."id" DESC LIMIT 1)'
 )
+# PostgreSQL types a VALUES list's parameters as text unless told
+_POSTGRES_ANSWER = "(${}::text, ${}::int, ${}::text, ${}::timestamptz)"
 
 
 @dataclass(slots=True)
@@ -87,9 +92,29 @@ class CommandAnswered:
     answer: str
     at: datetime
 
-    def statement(self, dialect: str) -> tuple[str, list[object]]:
-        sql = _ANSWER.format(*_marks(dialect, 4))
-        return sql, [self.answer, self.at, self.req_id, self.host_id]
+    def values(self) -> tuple[object, ...]:
+        return (self.req_id, self.host_id, self.answer, self.at)
+
+
+ANSWER_COLUMNS = 4
+
+
+def answer_commands(dialect: str, answers: list[CommandAnswered]) -> tuple[str, list[object]]:
+    """One UPDATE for these answers (the first for a command counts: later ones in the list
+    are left out, earlier batches' are no longer `sent`)."""
+    first: dict[tuple[int, str], CommandAnswered] = {}
+    for answer in answers:
+        first.setdefault((answer.host_id, answer.req_id), answer)
+    params = [value for answer in first.values() for value in answer.values()]
+    if dialect == "sqlite":
+        rows = ", ".join(["(?, ?, ?, ?)"] * len(first))
+    else:
+        numbers = range(1, len(params) + 1)
+        rows = ", ".join(
+            _POSTGRES_ANSWER.format(*numbers[start : start + ANSWER_COLUMNS])
+            for start in range(0, len(params), ANSWER_COLUMNS)
+        )
+    return _ANSWERS.format(rows), params
 
 
 CommandChange = NewCommand | CommandAnswered

@@ -26,14 +26,14 @@ from tortoise import connections
 
 from simbridge.db import CONNECTION
 from simbridge.services.command_changes import (
-    COLUMNS as COMMAND_COLUMNS,
-)
-from simbridge.services.command_changes import (
+    ANSWER_COLUMNS,
     CommandAnswered,
     CommandChange,
     NewCommand,
+    answer_commands,
     insert_commands,
 )
+from simbridge.services.command_changes import COLUMNS as COMMAND_COLUMNS
 
 log = logging.getLogger("simbridge.message_log")
 
@@ -47,6 +47,7 @@ BUSY_TIMEOUT_SECONDS = 5.0  # as Tortoise's connection: a write of the REST API 
 _COLUMN_LIST = ", ".join(f'"{column}"' for column in COLUMNS)
 _SQLITE_ROW = f"({', '.join('?' * len(COLUMNS))})"
 ROWS_PER_SQLITE_STATEMENT = 1000  # 6,000 parameters, if the SQLite library allows as many
+ANSWERS_PER_POSTGRES_STATEMENT = 1000  # 4,000 parameters of asyncpg's 32,767
 BUSY_ATTEMPTS = 3
 BUSY_RETRY_SECONDS = 1.0
 
@@ -126,8 +127,9 @@ class OrmLogStore:
                 if parts.commands:
                     commands = [list(command.values()) for command in parts.commands]
                     await db.execute_many(insert_commands(dialect, 1), commands)
-                for answer in parts.answers:
-                    await db.execute_query(*answer.statement(dialect))
+                for start in range(0, len(parts.answers), ANSWERS_PER_POSTGRES_STATEMENT):
+                    answers = parts.answers[start : start + ANSWERS_PER_POSTGRES_STATEMENT]
+                    await db.execute_query(*answer_commands(dialect, answers))
             except Exception:
                 log.exception("could not store the states of %d commands", len(parts.commands))
 
@@ -149,6 +151,7 @@ class SqliteLogStore:
         self._connection: sqlite3.Connection | None = None
         self._rows_per_statement = 1  # set from the SQLite library's limit when connecting
         self._commands_per_statement = 1
+        self._answers_per_statement = 1
 
     async def insert(self, batches: Sequence[Sequence[Row]]) -> None:
         await asyncio.to_thread(self._insert, batches)
@@ -203,8 +206,10 @@ class SqliteLogStore:
             commands = parts.commands[start : start + per_statement]
             values = list(chain.from_iterable(command.values() for command in commands))
             connection.execute(insert_commands("sqlite", len(commands)), values)
-        for answer in parts.answers:
-            connection.execute(*answer.statement("sqlite"))
+        per_statement = self._answers_per_statement
+        for start in range(0, len(parts.answers), per_statement):
+            answers = parts.answers[start : start + per_statement]
+            connection.execute(*answer_commands("sqlite", answers))
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -218,6 +223,9 @@ class SqliteLogStore:
             self._rows_per_statement = min(ROWS_PER_SQLITE_STATEMENT, variables // len(COLUMNS))
             self._commands_per_statement = min(
                 ROWS_PER_SQLITE_STATEMENT, variables // COMMAND_COLUMNS
+            )
+            self._answers_per_statement = min(
+                ROWS_PER_SQLITE_STATEMENT, variables // ANSWER_COLUMNS
             )
             self._connection = connection
         return self._connection

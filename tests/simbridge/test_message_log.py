@@ -278,6 +278,8 @@ async def test_command_states_are_stored_with_the_rows_in_every_store(
         )
     for n in range(0, 20, 2):  # the failed ones (n % 4 == 0) are not `sent`: unchanged
         await writer.change(CommandAnswered(devices.host, f"r{n}", f'{{"a":{n}}}', clock()))
+    for n in (2, 6):  # a second answer, in the same statement or a later one: the first counts
+        await writer.change(CommandAnswered(devices.host, f"r{n}", '{"a":"again"}', clock()))
     await writer.flush()
     rows = await CommandRecord.all().order_by("id").values_list("req_id", "state", "answer")
     await writer.stop()
