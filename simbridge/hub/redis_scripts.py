@@ -154,7 +154,7 @@ return result
 """
 
 # KEYS: meta. ARGV: s, r. A counter missing from Redis (never seeded, or Redis restarted) starts
-# at the database's mark, read after moving it a block ahead: past every seq given out.
+# at the database's mark: past every seq given out.
 SEED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 's', ARGV[1], 'r', ARGV[2])

@@ -9,7 +9,7 @@ The message log still gets its row (history), with the seq, written behind as be
 Seqs are never given out twice, Redis restarts included: Redis may give out a seq only up to the
 device's reserved mark (`r`), and that mark is written to the database (`devices.inbox_seq`)
 before Redis hears of it. A counter missing from Redis (first use, or Redis lost it) starts
-at the database's mark, read after moving it a block ahead. The next block is reserved while
+at the database's mark. The next block is reserved while
 half of the current one is still unused, so the relay waits for the database only on a
 device's first frame after Redis lost its counter, or when it outruns the reservation. Between
 processes' restarts Redis keeps the counter, so seqs go on without a jump; after Redis itself
@@ -33,7 +33,7 @@ log = logging.getLogger("simbridge.inboxes")
 
 BLOCK = 1024  # seqs reserved per database write, as `Sequences` does
 UNSEEDED, EXHAUSTED = -1, -2  # the scripts' codes
-MAX_ROUNDS = 8  # seed or reserve, then try again: more rounds mean a bug, not load
+MAX_ROUNDS = 64  # seed or reserve, then try again (each round serves a block at least)
 HERE = -1  # `keep`'s receivers: the caller sends the frame to its own socket
 
 
@@ -116,17 +116,23 @@ class RedisInboxes:
 
     async def _replenish(self, device_id: int, code: int, count: int) -> None:
         if code == UNSEEDED:
-            await self._seed(device_id, count)
+            await self._seed(device_id)
         elif code == EXHAUSTED:
             await self._reserve(device_id, count)
         else:
             raise RuntimeError(f"unexpected inbox script code {code}")
 
-    async def _seed(self, device_id: int, count: int) -> None:
-        """Start the device's counter in Redis after the database's mark, moved a block (and
-        `count`) ahead first: every seq ever given out is at most that mark."""
-        mark = await self._advance_mark(device_id, BLOCK + count)
-        await self._broker.seed_inbox(device_id, mark - BLOCK - count, mark)
+    async def _seed(self, device_id: int) -> None:
+        """Start the device's counter in Redis at the database's mark, with nothing reserved
+        yet (the first frame reserves a block): every seq ever given out is at most that mark.
+        The mark is read, not moved: seeders racing each other (in this process or others)
+        all read the same mark until one of them reserves, which it does only once its seed
+        is in Redis, so whichever seed lands first, the counter starts where it should."""
+        marks = await Device.filter(id=device_id).values_list("inbox_seq", flat=True)
+        if not marks:
+            raise LookupError(f"device {device_id} is gone")
+        mark: int = marks[0]  # type: ignore[assignment]
+        await self._broker.seed_inbox(device_id, int(mark), int(mark))
 
     async def _reserve(self, device_id: int, count: int) -> None:
         reserving = self._reserving.get(device_id)
