@@ -29,7 +29,7 @@ from simbridge.hub.control import CommandsQueued, WaitedAnswer
 from simbridge.hub.open_requests import Asked
 from simbridge.limits import TokenBucket
 from simbridge.models import DeviceType, User
-from simbridge.protocol import COMMAND, EVENT, PING
+from simbridge.protocol import CLOSE_REMOVED, COMMAND, EVENT, PING
 from simbridge.services.answers import Answers
 from simbridge.services.commands import (
     FAIL,
@@ -196,11 +196,15 @@ class Relay:
             )
         except BrokerUnavailable:
             log.warning("device %s: no replay while the broker is unavailable", session.device_id)
-            self._hub.detach(session)
-            session.held = None
-            await close_quietly(session.conn, CLOSE_TRY_AGAIN, "broker unavailable")
-            return False
-        return True
+            code, reason = CLOSE_TRY_AGAIN, "broker unavailable"
+        except LookupError:  # deleted while it connected
+            code, reason = CLOSE_REMOVED, "device removed"
+        else:
+            return True
+        self._hub.detach(session)
+        session.held = None
+        await close_quietly(session.conn, code, reason)
+        return False
 
     def _sequences_for(self, session: Session) -> Sequences | None:
         """The seqs to replay a `since` socket with; None for a v1 socket (or none kept)."""
