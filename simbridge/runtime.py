@@ -132,6 +132,7 @@ class Runtime:
         )
         await broker.start(hub, runtime.apply)
         writer.start()
+        commands.start()
         last_seen.start()
         runtime.retention.start()
         if settings.gc_freeze:
@@ -193,6 +194,7 @@ class Runtime:
             await self.inboxes.stop()
         await self.broker.stop()
         await self.limiter.close()
+        await self.commands.stop()  # its rows go to the writer, which commits them
         await self.writer.stop()
         await self.last_seen.stop()
         if self.sequences is not None:

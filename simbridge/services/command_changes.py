@@ -3,14 +3,14 @@ message log: in the same queue, so a command's row is always inserted before its
 updates it, and in the same transaction as the log rows of its batch.
 
 A command's row is inserted once its fate is known (handed to its host, refused, or queued),
-with that state; an answer that comes back before then is written with it (see
-`Commands.handing_over`). Later changes find their row by host and `req_id` (its newest
-command with that id in the state they change): the relay never waits for a row's id.
+with that state; an answer that comes back before then, or soon after, is written with it
+(see `Commands.handing_over`, `Commands._await_answer`). Later changes find their row by
+host and `req_id` (its newest command with that id in the state they change): the relay never
+waits for a row's id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,13 +36,7 @@ _POSTGRES_ANSWER = "(${}::text, ${}::int, ${}::text, ${}::timestamptz)"
 @dataclass(slots=True)
 class NewCommand:
     """A command whose fate is known: `state` is sent, answered (with `answer`), failed, or
-    queued (with its `frame` and deadline).
-
-    Until the writer takes it for a batch (`sealed`), an answer may still be written into it
-    (`Commands.answered`): under load most commands are answered within the writer's batch
-    interval, and then cost one row in one multi-row INSERT instead of an INSERT and an
-    UPDATE each.
-    """
+    queued (with its `frame` and deadline)."""
 
     req_id: str
     user_id: int
@@ -54,7 +48,6 @@ class NewCommand:
     answer: str | None = None
     frame: str | None = None
     expires_at: datetime | None = None
-    sealed: bool = False
 
     def values(self) -> tuple[object, ...]:
         """The row, in the column order of the INSERT."""
@@ -118,13 +111,6 @@ def answer_commands(dialect: str, answers: list[CommandAnswered]) -> tuple[str, 
 
 
 CommandChange = NewCommand | CommandAnswered
-
-
-def seal(rows: Iterable[object]) -> None:
-    """The writer took these rows for a batch: no answer is written into them any more."""
-    for row in rows:
-        if type(row) is NewCommand:
-            row.sealed = True
 
 
 def _marks(dialect: str, count: int) -> list[str]:

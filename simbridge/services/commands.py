@@ -10,7 +10,7 @@ host's handshake needs no query unless it has something waiting.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ from simbridge.services.message_log import MessageLogWriter
 MAX_REQ_ID_LENGTH = 128  # the column's width; a command with a longer id has no state
 MAX_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_TTL_SECONDS = 24 * 3600
-FORGET_PER_CALL = 4  # written rows dropped per new one: more than one, so the backlog shrinks
+ANSWER_WINDOW_SECONDS = 1.0  # how long a sent command's row waits for its answer, in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +87,13 @@ class Commands:
         self._clock = clock
         self._queued_hosts: set[int] = set()
         self._queued_count: dict[int, int] = {}  # per host: commands queued since start
-        self._locks: dict[int, asyncio.Lock] = {}  # per host whose queue is being written
+        # per host whose queue is being written: its lock, and how many hold or wait for it
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
         # (host, req_id) of commands being handed over: the answer, if one came back already
         self._handing_over: dict[tuple[int, str], str | None] = {}
-        # Rows of `sent` commands the writer may not have taken yet, oldest first
-        self._unwritten: dict[tuple[int, str], NewCommand] = {}
+        # Rows of `sent` commands waiting a little for their answer: (until when, the row)
+        self._awaiting: dict[tuple[int, str], tuple[float, NewCommand]] = {}
+        self._task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
         """Learn which hosts have commands waiting (at start)."""
@@ -125,33 +127,69 @@ class Commands:
         if answer is not None:
             state = CommandState.ANSWERED
         command = NewCommand(req_id, user_id, host_id, sender_id, cmd, state, self._clock(), answer)
-        await self._writer.change(command)
         if state is CommandState.SENT:
-            self._forget_written()
-            self._unwritten[key] = command
+            await self._await_answer(key, command)
+        else:
+            await self._writer.change(command)
 
     async def answered(self, host_id: int, req_id: str, event: str) -> None:
         """The host sent an event with the command's `req_id` (only the first one counts):
-        written into the command's row if that is not written yet, else an UPDATE."""
+        written with the command's row if that still waits for it, else as an UPDATE."""
         key = (host_id, req_id)
         if key in self._handing_over:
             if self._handing_over[key] is None:
                 self._handing_over[key] = event
             return
-        command = self._unwritten.pop(key, None)
-        if command is not None and not command.sealed:
+        awaiting = self._awaiting.pop(key, None)
+        if awaiting is not None:
+            command = awaiting[1]
             command.state, command.answer = CommandState.ANSWERED, event
+            await self._writer.change(command)
             return
         await self._writer.change(CommandAnswered(host_id, req_id, event, self._clock()))
 
-    def _forget_written(self) -> None:
-        """Drop the rows the writer has taken from `_unwritten`: they are its oldest, since
-        the writer takes rows in the order queued."""
-        unwritten = self._unwritten
-        for key in list(itertools.islice(unwritten, FORGET_PER_CALL)):
-            if not unwritten[key].sealed:
+    async def _await_answer(self, key: tuple[int, str], command: NewCommand) -> None:
+        """Keep a `sent` command's row for up to `ANSWER_WINDOW_SECONDS`: most answers come
+        within it, and the command then costs one row, written once, instead of an INSERT
+        and an UPDATE."""
+        previous = self._awaiting.pop(key, None)  # the same req_id again: the first goes now
+        if previous is not None:
+            await self._writer.change(previous[1])
+        self._awaiting[key] = (time.monotonic() + ANSWER_WINDOW_SECONDS, command)
+        await self._write_unanswered(everything=False)
+
+    async def _write_unanswered(self, everything: bool) -> None:
+        """Hand the writer the rows whose window has passed (all of them: `everything`);
+        they are the oldest, as the windows all have the same length."""
+        awaiting, now = self._awaiting, time.monotonic()
+        while awaiting:
+            key = next(iter(awaiting))
+            due, command = awaiting[key]
+            if due > now and not everything:
                 break
-            del unwritten[key]
+            del awaiting[key]
+            await self._writer.change(command)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._write_unanswered_in_time(), name="command-states")
+
+    async def stop(self) -> None:
+        """Hand the writer every row still waiting (before the writer stops)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._write_unanswered(everything=True)
+
+    async def flush(self) -> None:
+        """Until every state recorded so far is in the database."""
+        await self._write_unanswered(everything=True)
+        await self._writer.flush()
+
+    async def _write_unanswered_in_time(self) -> None:
+        while True:  # until `stop` cancels it
+            await asyncio.sleep(ANSWER_WINDOW_SECONDS / 2)
+            await self._write_unanswered(everything=False)
 
     # --- the queue ----------------------------------------------------------------------------
     async def queue(
@@ -195,7 +233,8 @@ class Commands:
         queue to itself until the block ends: the caller writes them and reports which it
         did (`sent`). Those past their TTL are marked `expired` on the way. An answer that
         comes back before `sent` is kept for it, as during any hand-over."""
-        lock = self._locks.setdefault(host_id, asyncio.Lock())
+        lock, users = self._locks.get(host_id) or (asyncio.Lock(), 0)
+        self._locks[host_id] = (lock, users + 1)
         try:
             async with lock:
                 queued = await self._take_queue(host_id)
@@ -206,9 +245,12 @@ class Commands:
                 finally:
                     for command in queued:
                         self._handing_over.pop((host_id, command.req_id), None)
-        finally:
-            if not lock.locked() and self._locks.get(host_id) is lock:
+        finally:  # the lock goes once nobody holds or waits for it
+            lock, users = self._locks[host_id]
+            if users == 1:
                 del self._locks[host_id]
+            else:
+                self._locks[host_id] = (lock, users - 1)
 
     async def _take_queue(self, host_id: int) -> list[QueuedCommand]:
         now = self._clock()
@@ -261,7 +303,7 @@ class Commands:
     # --- reading ------------------------------------------------------------------------------
     async def state_of(self, user_id: int, req_id: str) -> dict[str, Any] | None:
         """`GET /commands/{req_id}`: the account's newest command with that id, or None."""
-        await self._writer.flush()  # what was relayed before this request is in the answer
+        await self.flush()  # what was relayed before this request is in the answer
         record = await CommandRecord.filter(req_id=req_id, user_id=user_id).order_by("-id").first()
         if record is None:
             return None

@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from simbridge.clock import Clock
-from simbridge.services.command_changes import CommandChange, seal
+from simbridge.services.command_changes import CommandChange
 from simbridge.services.log_store import LogStore, Row
 
 log = logging.getLogger("simbridge.message_log")
@@ -114,6 +114,4 @@ class MessageLogWriter:
         batches = [first]
         while len(batches) < BATCHES_PER_TRIP and self._queue.qsize() >= self._batch_size:
             batches.append([self._queue.get_nowait() for _ in range(self._batch_size)])
-        for batch in batches:
-            seal(batch)  # from here on they are the store's: read in its thread
         return batches
