@@ -21,7 +21,7 @@ import orjson
 
 from simbridge.clock import Clock
 from simbridge.models import CommandRecord, CommandState
-from simbridge.services.command_changes import CommandAnswered, NewCommand
+from simbridge.services.command_changes import CommandAnswered, CommandChange, NewCommand
 from simbridge.services.message_log import MessageLogWriter
 
 MAX_REQ_ID_LENGTH = 128  # the column's width; a command with a longer id has no state
@@ -127,10 +127,15 @@ class Commands:
         if answer is not None:
             state = CommandState.ANSWERED
         command = NewCommand(req_id, user_id, host_id, sender_id, cmd, state, self._clock(), answer)
-        if state is CommandState.SENT:
-            await self._await_answer(key, command)
-        else:
+        if state is not CommandState.SENT:
             await self._writer.change(command)
+            return
+        # Its row waits up to `ANSWER_WINDOW_SECONDS` for the answer: most come within it, and
+        # the command then costs one row, written once, instead of an INSERT and an UPDATE.
+        previous = self._awaiting.pop(key, None)  # the same req_id again: the first goes now
+        self._awaiting[key] = (time.monotonic() + ANSWER_WINDOW_SECONDS, command)
+        if previous is not None:
+            await self._writer.change(previous[1])
 
     async def answered(self, host_id: int, req_id: str, event: str) -> None:
         """The host sent an event with the command's `req_id` (only the first one counts):
@@ -141,22 +146,13 @@ class Commands:
                 self._handing_over[key] = event
             return
         awaiting = self._awaiting.pop(key, None)
-        if awaiting is not None:
-            command = awaiting[1]
-            command.state, command.answer = CommandState.ANSWERED, event
-            await self._writer.change(command)
-            return
-        await self._writer.change(CommandAnswered(host_id, req_id, event, self._clock()))
-
-    async def _await_answer(self, key: tuple[int, str], command: NewCommand) -> None:
-        """Keep a `sent` command's row for up to `ANSWER_WINDOW_SECONDS`: most answers come
-        within it, and the command then costs one row, written once, instead of an INSERT
-        and an UPDATE."""
-        previous = self._awaiting.pop(key, None)  # the same req_id again: the first goes now
-        if previous is not None:
-            await self._writer.change(previous[1])
-        self._awaiting[key] = (time.monotonic() + ANSWER_WINDOW_SECONDS, command)
-        await self._write_unanswered(everything=False)
+        if awaiting is None:
+            change: CommandChange = CommandAnswered(host_id, req_id, event, self._clock())
+        else:
+            change = awaiting[1]
+            change.state, change.answer = CommandState.ANSWERED, event
+        if not self._writer.put_nowait(change):
+            await self._writer.change(change)
 
     async def _write_unanswered(self, everything: bool) -> None:
         """Hand the writer the rows whose window has passed (all of them: `everything`);

@@ -63,17 +63,27 @@ class MessageLogWriter:
         seq: int | None = None,
     ) -> None:
         """Queue one row; `seq` is the frame's place in its recipient's inbox, if it has one."""
-        await self._put((from_id, to_id, msg_type, payload, self._clock(), seq))
+        row = (from_id, to_id, msg_type, payload, self._clock(), seq)
+        if not self.put_nowait(row):  # back-pressure: the sender waits for the writer
+            await self._queue.put(row)
+            self._queued()
 
     async def change(self, change: CommandChange) -> None:
         """Queue a change of a command's state, to be stored after every row queued before."""
-        await self._put(change)
+        if not self.put_nowait(change):
+            await self._queue.put(change)
+            self._queued()
 
-    async def _put(self, row: Row) -> None:
+    def put_nowait(self, row: Row) -> bool:
+        """Queue `row` if there is room now (the relay's way: no coroutine); False if full."""
         try:
             self._queue.put_nowait(row)
-        except asyncio.QueueFull:  # back-pressure: the sender waits for the writer
-            await self._queue.put(row)
+        except asyncio.QueueFull:
+            return False
+        self._queued()
+        return True
+
+    def _queued(self) -> None:
         if self._queue.qsize() + 1 >= self._batch_size:  # with the row the writer holds
             self._batch_ready.set()
         self._written += 1  # only once queued: a write cancelled while waiting adds nothing
