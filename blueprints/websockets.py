@@ -12,7 +12,7 @@ from sanic import Blueprint, Request, Websocket
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
-from simbridge.errors import Forbidden
+from simbridge.errors import BadRequest, Forbidden
 from simbridge.hub.base import close_quietly
 from simbridge.models import DeviceType
 from simbridge.protocol import CLOSE_REVOKED, INTERNAL_ERROR
@@ -40,6 +40,8 @@ async def admit(request: Request) -> None:
     assert request.route is not None  # blueprint middleware runs for a matched route only
     device_type = DeviceType(request.route.ctx.device_type)
     request.ctx.since = socket_since(request)
+    if request.ctx.since is not None and not ctx.runtime.keeps_frames:
+        raise BadRequest("since needs kept frames: SIMBRIDGE_REDIS_INBOXES=true with Redis")
     request.ctx.admission = await admit_socket(
         socket_token(request),
         request.match_info["device_id"],

@@ -86,6 +86,9 @@ class Settings:
     redis_prefix: str = "sb:"
     node_ttl_seconds: float = 7.0
     heartbeat_seconds: float = 2.0
+    # Kept frames (contract §6) across processes, in Redis: every frame then costs one Redis
+    # call, within one process too. Off, `since` is refused under the Redis broker.
+    redis_inboxes: bool = False
     workers: int = 1
     access_log: bool = False
     gc_freeze: bool = True

@@ -62,7 +62,7 @@ class Runtime:
     writer: MessageLogWriter
     last_seen: LastSeenWriter
     # Kept frames (contract §6): seqs from `sequences` and the message log in one process
-    # (memory broker), from `inboxes` in Redis across processes; exactly one is set.
+    # (memory broker), from `inboxes` in Redis across processes; at most one is set.
     sequences: Sequences | None
     inboxes: RedisInboxes | None
     commands: Commands
@@ -102,8 +102,12 @@ class Runtime:
 
         broker = make_broker(settings, on_resync=resync)
         # One process gives out its devices' seqs itself; several share them through Redis.
-        inboxes = RedisInboxes(broker, settings) if isinstance(broker, RedisBroker) else None
-        sequences = Sequences() if inboxes is None else None
+        # Kept frames: by this process alone (memory broker), in Redis across processes when
+        # asked for (SIMBRIDGE_REDIS_INBOXES), else not at all (`since` is then refused).
+        sequences = Sequences() if settings.broker == "memory" else None
+        inboxes = None
+        if isinstance(broker, RedisBroker) and settings.redis_inboxes:
+            inboxes = RedisInboxes(broker, settings)
         limiter = _limiter(settings)
         runtime = cls(
             settings=settings,
@@ -142,6 +146,11 @@ class Runtime:
             gc.collect()
             gc.freeze()
         return runtime
+
+    @property
+    def keeps_frames(self) -> bool:
+        """Whether frames are kept, so that `since` sockets can be served."""
+        return self.sequences is not None or self.inboxes is not None
 
     async def apply(self, control: Control) -> None:
         """Act on a control message from any process, against this process's own state.

@@ -24,6 +24,7 @@ ENDPOINTS = [
     ("/sms", "post", True, {400, 401, 403, 404, 413, 422, 503}),
     ("/call", "post", True, {400, 401, 403, 404, 413, 422, 503}),
     ("/sims", "get", False, {401, 403, 404, 422, 503}),
+    ("/commands/{req_id}", "get", False, {401, 404}),
     ("/history", "get", False, {401, 404, 422}),
 ]
 PUBLIC = {"/auth/register", "/auth/login"}

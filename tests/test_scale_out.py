@@ -209,6 +209,16 @@ async def test_a_rest_caller_waiting_on_one_process_gets_the_answer_of_a_host_on
     }
 
 
+async def test_since_is_refused_under_redis_without_redis_inboxes(cluster: Cluster) -> None:
+    """Kept frames across processes are opt-in (SIMBRIDGE_REDIS_INBOXES): without them a
+    `since` socket is refused, and v1 sockets are served as ever."""
+    client = cluster.pair.client
+    refused = await handshake(cluster.a, client, cluster.alice.token, since=0)
+    assert refused.status == 400, refused
+    assert "SIMBRIDGE_REDIS_INBOXES" in refused.reply.body["detail"]
+    assert (await handshake(cluster.b, client, cluster.alice.token)).status == 101
+
+
 async def test_a_socket_replaced_on_another_process_closes_with_4000(cluster: Cluster) -> None:
     pair = cluster.pair
     async with socket(cluster.a, pair.host) as old_host_ws:
@@ -371,18 +381,26 @@ class PrivateCluster:
     http: httpx.AsyncClient
     redis: Redis
     alice: Account
+    inboxes: bool  # SIMBRIDGE_REDIS_INBOXES
 
 
 @pytest.fixture
-async def private_cluster(servers: Servers, postgres_url: str) -> AsyncIterator[PrivateCluster]:
+async def private_cluster(
+    servers: Servers, postgres_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[PrivateCluster]:
+    """Two processes on a Redis of their own; with SIMBRIDGE_REDIS_INBOXES when the test
+    parametrizes it (indirect) with True."""
+    inboxes = getattr(request, "param", False)
     async with private_redis() as server:
         env = {"DATABASE_URL": postgres_url, "SIMBRIDGE_BROKER": "redis", "REDIS_URL": server.url}
+        if inboxes:
+            env["SIMBRIDGE_REDIS_INBOXES"] = "true"
         a, b = await servers.start(**env), await servers.start(**env)
         async with (
             httpx.AsyncClient(base_url=a.url, timeout=10) as http,
             Redis.from_url(server.url, decode_responses=True) as redis,
         ):
-            yield PrivateCluster(a, b, http, redis, await make_account(http, "alice"))
+            yield PrivateCluster(a, b, http, redis, await make_account(http, "alice"), inboxes)
         await servers.stop_all()
 
 
@@ -399,13 +417,16 @@ def kept_frames_cost(frames: int) -> dict[str, int]:
     return cost
 
 
-async def test_a_frame_costs_one_redis_command_within_a_process_and_across(
+@pytest.mark.parametrize(
+    "private_cluster", [False, True], ids=["no-inboxes", "redis-inboxes"], indirect=True
+)
+async def test_a_frame_costs_one_redis_command_across_processes_and_none_within_one(
     private_cluster: PrivateCluster,
 ) -> None:
-    """One EVALSHA per frame, whether its recipient is on the sender's process or not: every
-    frame takes its recipient's seq, from the counter in Redis that all processes share, and is
-    kept there (contract §6 across processes), in that one call; a frame for another process
-    is published by it too."""
+    """One EVALSHA (DELIVER) per cross-process frame, none within one process (issue 9).
+    With SIMBRIDGE_REDIS_INBOXES every frame takes its recipient's seq from the counter in
+    Redis that all processes share and is kept there (contract §6 across processes): one
+    EVALSHA (KEEP) per frame, within one process too."""
     round_trips = 20
     a, b, redis = private_cluster.a, private_cluster.b, private_cluster.redis
     http, alice = private_cluster.http, private_cluster.alice
@@ -422,11 +443,17 @@ async def test_a_frame_costs_one_redis_command_within_a_process_and_across(
         await redis.config_resetstat()
         for n in range(round_trips):
             await assert_relays(local_host, local_client, f"local-{n}")
-        assert await frame_commands(redis) == kept_frames_cost(frames)
+        local_cost = kept_frames_cost(frames) if private_cluster.inboxes else {}
+        assert await frame_commands(redis) == local_cost
         await redis.config_resetstat()
         for n in range(round_trips):
             await assert_relays(across_host, across_client, f"across-{n}")
-        assert await frame_commands(redis) == kept_frames_cost(frames)
+        # one EVALSHA a frame; HMGET and EXISTS (and with inboxes HSET, XADD, PEXPIRE) are its
+        # own, run inside Redis
+        across_cost = {"evalsha": frames, "hmget": frames, "exists": frames}
+        if private_cluster.inboxes:
+            across_cost = kept_frames_cost(frames)
+        assert await frame_commands(redis) == across_cost
 
 
 async def test_subscriptions_killed_in_redis_are_taken_again(

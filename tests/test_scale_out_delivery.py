@@ -68,6 +68,7 @@ def cluster_env(postgres_url: str, redis_url: str, prefix: str, **extra: str) ->
     return {
         "DATABASE_URL": postgres_url,
         "SIMBRIDGE_BROKER": "redis",
+        "SIMBRIDGE_REDIS_INBOXES": "true",
         "REDIS_URL": redis_url,
         "SIMBRIDGE_REDIS_PREFIX": prefix,
         "SIMBRIDGE_NODE_TTL_SECONDS": str(NODE_TTL_SECONDS),

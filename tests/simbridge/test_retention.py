@@ -46,7 +46,7 @@ async def test_prune_deletes_rows_past_retention_and_keeps_newer(
             new = await relay_sms(world.http, host.owner.headers, host.id, 3)
             for _ in range(8):
                 await receive(host_ws)
-        await world.live.runtime.writer.flush()
+        await world.live.runtime.commands.flush()  # the command states, and the log
         clock.advance(31 * DAY)  # the first 5 are now 91 days old, the last 3 only 31
 
         assert await world.live.runtime.retention.prune() == 5
@@ -74,7 +74,7 @@ async def test_a_pass_is_skipped_while_another_process_runs_one(
             await relay_sms(world.http, host.owner.headers, host.id, 2)
             for _ in range(2):
                 await receive(host_ws)
-        await world.live.runtime.writer.flush()
+        await world.live.runtime.commands.flush()  # the command states, and the log
         clock.advance(2 * DAY)
         retention = world.live.runtime.retention
 
