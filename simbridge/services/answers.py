@@ -33,6 +33,8 @@ class Answers:
 
     def answer(self, host_id: int, req_id: str, event: str) -> None:
         """The host sent `event` with `req_id`: whoever waits for it has it."""
+        if not self._waiting:  # nobody waits: the common case, without a key to build
+            return
         for future in self._waiting.pop((host_id, req_id), ()):
             if not future.done():
                 future.set_result(event)

@@ -4,7 +4,7 @@ updates it, and in the same transaction as the log rows of its batch.
 
 A command's row is inserted once its fate is known (handed to its host, refused, or queued),
 with that state; an answer that comes back before then, or soon after, is written with it
-(see `Commands.handing_over`, `Commands.handed_over`). Later changes find their row by
+(see `Commands.handing_over`, `Commands.delivered`). Later changes find their row by
 host and `req_id` (its newest command with that id in the state they change): the relay never
 waits for a row's id.
 """

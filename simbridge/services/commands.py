@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,10 +40,13 @@ class OfflinePolicy:
 
 
 FAIL = OfflinePolicy()
+SENT = CommandState.SENT
 
 
 def policy_of(frame: dict[str, Any]) -> OfflinePolicy | None:
     """The `offline` / `ttl_seconds` members of a socket command frame; None when invalid."""
+    if "offline" not in frame and "ttl_seconds" not in frame:
+        return FAIL  # a v1 command: nearly all of them
     offline = frame.get("offline", "fail")
     ttl = frame.get("ttl_seconds", DEFAULT_TTL_SECONDS)
     if offline not in ("fail", "queue"):
@@ -89,10 +93,11 @@ class Commands:
         self._queued_count: dict[int, int] = {}  # per host: commands queued since start
         # per host whose queue is being written: its lock, and how many hold or wait for it
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
-        # (host, req_id) of commands being handed over: the answer, if one came back already
-        self._handing_over: dict[tuple[int, str], str | None] = {}
+        # (host, req_id) of queued commands being written: the answer, if one came already
+        self._writing_queue: dict[tuple[int, str], str | None] = {}
         # Rows of `sent` commands waiting a little for their answer: (until when, the row)
         self._awaiting: dict[tuple[int, str], tuple[float, NewCommand]] = {}
+        self._overflow: deque[CommandChange] = deque()  # came when the writer had no room
         self._task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
@@ -105,58 +110,57 @@ class Commands:
         self._queued_hosts = {int(host) for host in hosts}  # type: ignore[call-overload]
 
     # --- the relay path: written behind -------------------------------------------------------
-    def handing_over(self, host_id: int, req_id: str) -> None:
-        """The command is about to be handed to its host: an answer that comes back before its
-        fate is recorded (`handed_over`, `queue`) is kept for it."""
-        self._handing_over[(host_id, req_id)] = None
-
-    async def handed_over(
-        self,
-        req_id: str,
-        user_id: int,
-        host_id: int,
-        sender_id: int | None,
-        cmd: str,
-        delivered: bool,
+    def handing_over(
+        self, req_id: str, user_id: int, host_id: int, sender_id: int | None, cmd: str
     ) -> None:
-        """Record a command handed to its host (`sent`, or `answered` already), or refused as
-        offline (`failed`)."""
+        """The command is about to be handed to its host: its row, `sent`, waits up to
+        `ANSWER_WINDOW_SECONDS` for the answer (most come within it, and the command then costs
+        one row, written once, instead of an INSERT and an UPDATE), unless `refused` or `queue`
+        says it was not handed over after all. No coroutine: this is every command's way."""
         key = (host_id, req_id)
-        answer = self._handing_over.pop(key, None)
-        state = CommandState.SENT if delivered else CommandState.FAILED
-        if answer is not None:
-            state = CommandState.ANSWERED
-        command = NewCommand(req_id, user_id, host_id, sender_id, cmd, state, self._clock(), answer)
-        if state is not CommandState.SENT:
-            await self._writer.change(command)
-            return
-        # Its row waits up to `ANSWER_WINDOW_SECONDS` for the answer: most come within it, and
-        # the command then costs one row, written once, instead of an INSERT and an UPDATE.
+        command = NewCommand(req_id, user_id, host_id, sender_id, cmd, SENT, self._clock())
         previous = self._awaiting.pop(key, None)  # the same req_id again: the first goes now
         self._awaiting[key] = (time.monotonic() + ANSWER_WINDOW_SECONDS, command)
         if previous is not None:
-            await self._writer.change(previous[1])
+            self._write_soon(previous[1])
 
-    async def answered(self, host_id: int, req_id: str, event: str) -> None:
+    def _not_handed_over(self, host_id: int, req_id: str) -> NewCommand | None:
+        awaiting = self._awaiting.pop((host_id, req_id), None)
+        return None if awaiting is None else awaiting[1]
+
+    async def refused(self, host_id: int, req_id: str) -> None:
+        """The command was refused: its host is offline (policy `fail`)."""
+        command = self._not_handed_over(host_id, req_id)
+        if command is not None:
+            command.state = CommandState.FAILED
+            await self._writer.change(command)
+
+    def answered(self, host_id: int, req_id: str, event: str) -> None:
         """The host sent an event with the command's `req_id` (only the first one counts):
         written with the command's row if that still waits for it, else as an UPDATE."""
         key = (host_id, req_id)
-        if key in self._handing_over:
-            if self._handing_over[key] is None:
-                self._handing_over[key] = event
-            return
         awaiting = self._awaiting.pop(key, None)
-        if awaiting is None:
-            change: CommandChange = CommandAnswered(host_id, req_id, event, self._clock())
+        if awaiting is not None:
+            command = awaiting[1]
+            command.state, command.answer = CommandState.ANSWERED, event
+            self._write_soon(command)
+        elif key in self._writing_queue:  # a queued command, answered before it is `sent`
+            if self._writing_queue[key] is None:
+                self._writing_queue[key] = event
         else:
-            change = awaiting[1]
-            change.state, change.answer = CommandState.ANSWERED, event
-        if not self._writer.put_nowait(change):
-            await self._writer.change(change)
+            self._write_soon(CommandAnswered(host_id, req_id, event, self._clock()))
 
-    async def _write_unanswered(self, everything: bool) -> None:
-        """Hand the writer the rows whose window has passed (all of them: `everything`);
-        they are the oldest, as the windows all have the same length."""
+    def _write_soon(self, change: CommandChange) -> None:
+        """To the writer now, or, when its queue is full, by the timer task (which waits for
+        room): the relay's log rows already wait for the writer when it falls behind."""
+        if not self._writer.put_nowait(change):
+            self._overflow.append(change)
+
+    async def _write_due(self, everything: bool) -> None:
+        """Hand the writer what waits for room, and the rows whose window has passed (all of
+        them: `everything`); those are the oldest, as the windows all have the same length."""
+        while self._overflow:
+            await self._writer.change(self._overflow.popleft())
         awaiting, now = self._awaiting, time.monotonic()
         while awaiting:
             key = next(iter(awaiting))
@@ -167,7 +171,7 @@ class Commands:
             await self._writer.change(command)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._write_unanswered_in_time(), name="command-states")
+        self._task = asyncio.create_task(self._write_due_in_time(), name="command-states")
 
     async def stop(self) -> None:
         """Hand the writer every row still waiting (before the writer stops)."""
@@ -175,38 +179,27 @@ class Commands:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await self._write_unanswered(everything=True)
+        await self._write_due(everything=True)
 
     async def flush(self) -> None:
         """Until every state recorded so far is in the database."""
-        await self._write_unanswered(everything=True)
+        await self._write_due(everything=True)
         await self._writer.flush()
 
-    async def _write_unanswered_in_time(self) -> None:
+    async def _write_due_in_time(self) -> None:
         while True:  # until `stop` cancels it
             await asyncio.sleep(ANSWER_WINDOW_SECONDS / 2)
-            await self._write_unanswered(everything=False)
+            await self._write_due(everything=False)
 
     # --- the queue ----------------------------------------------------------------------------
-    async def queue(
-        self,
-        req_id: str,
-        user_id: int,
-        host_id: int,
-        sender_id: int | None,
-        cmd: str,
-        frame: str,
-        ttl_seconds: int,
-    ) -> None:
+    async def queue(self, host_id: int, req_id: str, frame: str, ttl_seconds: int) -> None:
         """Keep the command (refused as offline) until its host connects; returns once it is
         stored. Every process is then told (`note_queued`)."""
-        self._handing_over.pop((host_id, req_id), None)
-        now = self._clock()
-        expires = now + timedelta(seconds=ttl_seconds)
-        queued = CommandState.QUEUED
-        command = NewCommand(
-            req_id, user_id, host_id, sender_id, cmd, queued, now, None, frame, expires
-        )
+        command = self._not_handed_over(host_id, req_id)
+        if command is None:  # answered already: it was handed over after all
+            return
+        command.state, command.frame = CommandState.QUEUED, frame
+        command.expires_at = command.created_at + timedelta(seconds=ttl_seconds)
         await self._writer.change(command)
         await self._writer.flush()
 
@@ -235,12 +228,12 @@ class Commands:
             async with lock:
                 queued = await self._take_queue(host_id)
                 for command in queued:
-                    self.handing_over(host_id, command.req_id)
+                    self._writing_queue[(host_id, command.req_id)] = None
                 try:
                     yield queued
                 finally:
                     for command in queued:
-                        self._handing_over.pop((host_id, command.req_id), None)
+                        self._writing_queue.pop((host_id, command.req_id), None)
         finally:  # the lock goes once nobody holds or waits for it
             lock, users = self._locks[host_id]
             if users == 1:
@@ -270,7 +263,7 @@ class Commands:
         now = self._clock()
         plain = []
         for command in commands:
-            answer = self._handing_over.pop((command.host_id, command.req_id), None)
+            answer = self._writing_queue.pop((command.host_id, command.req_id), None)
             if answer is None:
                 plain.append(command.id)
             else:

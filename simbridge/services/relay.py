@@ -380,20 +380,20 @@ class Relay:
             if await self._deliver(sender_id, target, COMMAND, text, asked):
                 return None
             return _offline(target, frame, raw)
-        command = _Command(key, session.user_id, target, sender_id, cmd_of(frame), text)
-        self._commands.handing_over(target, key)
-        delivered = await self._deliver(sender_id, target, COMMAND, text, asked)
-        if not delivered and policy.queue:
-            await self._queue(command, policy)
+        self._commands.handing_over(key, session.user_id, target, sender_id, cmd_of(frame))
+        if await self._deliver(sender_id, target, COMMAND, text, asked):
+            return None
+        if policy.queue:
+            await self._queue(target, key, text, policy)
             return protocol.queued(protocol.exact(raw, "req_id", frame["req_id"]), target)
-        await self._commands.handed_over(*command.record, delivered=delivered)
-        return None if delivered else _offline(target, frame, raw)
+        await self._commands.refused(target, key)
+        return _offline(target, frame, raw)
 
-    async def _queue(self, command: _Command, policy: OfflinePolicy) -> None:
+    async def _queue(self, host_id: int, req_id: str, text: str, policy: OfflinePolicy) -> None:
         """Keep a command refused as offline for its host's next connect, and tell every
         process (`commands_queued`): the host may be connecting to any of them."""
-        await self._commands.queue(*command.record, command.frame, policy.ttl_seconds)
-        await self._broker.broadcast(CommandsQueued(command.host_id))
+        await self._commands.queue(host_id, req_id, text, policy.ttl_seconds)
+        await self._broker.broadcast(CommandsQueued(host_id))
 
     async def commands_queued(self, host_id: int) -> None:
         """A command was queued for the host somewhere: write it now if the host connected
@@ -418,7 +418,7 @@ class Relay:
         key = req_key(frame.get("req_id"))
         if key is not None and clients:  # perhaps the answer to a command: its state says so
             self._answers.answer(sender_id, key, text)
-            await self._commands.answered(sender_id, key, text)
+            self._commands.answered(sender_id, key, text)
         if target is None:
             target = self._hub.asker(sender_id, frame.get("req_id"))
             if target == REST_CALLER and key is not None:  # who waits may be in another process
@@ -566,17 +566,15 @@ class Relay:
             await owned_device(user, host_id, DeviceType.HOST)
         req_id = uuid.uuid4().hex
         text = protocol.encode({"type": COMMAND, "cmd": cmd, **args, "req_id": req_id})
-        command = _Command(req_id, user.id, host_id, None, cmd, text)
         answer = self._answers.expect(host_id, req_id) if wait_seconds > 0 else None
         try:
-            self._commands.handing_over(host_id, req_id)
+            self._commands.handing_over(req_id, user.id, host_id, None, cmd)
             asked = Asked(req_id, REST_CALLER) if answer is not None else None
             delivered = await self._deliver(None, host_id, COMMAND, text, asked)
             if not delivered and policy.queue:
-                await self._queue(command, policy)
-            else:
-                await self._commands.handed_over(*command.record, delivered=delivered)
-            if not (delivered or policy.queue):
+                await self._queue(host_id, req_id, text, policy)
+            elif not delivered:
+                await self._commands.refused(host_id, req_id)
                 raise HostOffline()
             status = "sent" if delivered else "queued"
         except BaseException:
@@ -587,22 +585,6 @@ class Relay:
             return CommandReply(status, req_id)
         event = await self._answers.wait(host_id, req_id, answer, wait_seconds)
         return CommandReply(status if event is None else "answered", req_id, event)
-
-
-@dataclass(frozen=True, slots=True)
-class _Command:
-    """A command on its way: what its state is recorded with, and its frame."""
-
-    req_id: str
-    user_id: int
-    host_id: int
-    sender_id: int | None
-    cmd: str
-    frame: str
-
-    @property
-    def record(self) -> tuple[str, int, int, int | None, str]:
-        return self.req_id, self.user_id, self.host_id, self.sender_id, self.cmd
 
 
 def _asked(command: QueuedCommand) -> Asked | None:

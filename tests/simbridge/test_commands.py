@@ -41,7 +41,7 @@ async def test_an_answer_stored_before_its_queued_command_is_marked_sent_still_c
         answer = orjson.dumps(sim_info_event(req_id)).decode()
         async with commands.queue_of(host_id) as queued:
             assert [command.req_id for command in queued] == [req_id]
-            await commands.answered(host_id, req_id, answer)
+            commands.answered(host_id, req_id, answer)
             await writer.flush()  # whatever the answer wrote is in the database now
             await commands.sent(queued)
         state = await state_of(world, req_id)
@@ -55,9 +55,8 @@ async def test_an_answer_during_a_hand_over_is_written_with_the_command(
         commands = world.live.runtime.commands
         host = world.pair.host
         answer = orjson.dumps(sim_info_event("fast")).decode()
-        commands.handing_over(host.id, "fast")
-        await commands.answered(host.id, "fast", answer)
-        await commands.handed_over("fast", host.owner.user_id, host.id, None, "GET_SIMS", True)
+        commands.handing_over("fast", host.owner.user_id, host.id, None, "GET_SIMS")
+        commands.answered(host.id, "fast", answer)  # before the hand-over is over
         state = await state_of(world, "fast")
         assert (state["state"], state["answer"]) == ("answered", sim_info_event("fast"))
 
