@@ -149,14 +149,7 @@ class Relay:
                 return
             claimed = True
         elif (sequences := self._sequences_for(session)) is not None:
-            await replay_inbox(
-                session,
-                self._hub,
-                sequences,
-                self._writer,
-                self._settings,
-                self._presence_of(session),
-            )
+            await self._replay(session, sequences)
         else:
             await session.conn.send(protocol.connected(device_id))
             await self._hub.attach(session)
@@ -206,6 +199,18 @@ class Relay:
         await close_quietly(session.conn, code, reason)
         return False
 
+    async def _replay(
+        self,
+        session: Session,
+        sequences: Sequences,
+        queued: list[tuple[int | None, str]] | None = None,
+    ) -> None:
+        """Start a `since` socket in one process (`replay_inbox`)."""
+        presence = self._presence_of(session)
+        await replay_inbox(
+            session, self._hub, sequences, self._writer, self._settings, presence, queued or ()
+        )
+
     def _sequences_for(self, session: Session) -> Sequences | None:
         """The seqs to replay a `since` socket with; None for a v1 socket (or none kept)."""
         return None if session.since is None else self._sequences
@@ -238,14 +243,8 @@ class Relay:
             sequences = self._sequences_for(session)
             if sequences is not None:
                 try:  # numbered and logged when the replay starts: kept in its inbox
-                    await replay_inbox(
-                        session,
-                        self._hub,
-                        sequences,
-                        self._writer,
-                        self._settings,
-                        self._presence_of(session),
-                        [(c.sender_id, c.frame) for c in commands],
+                    await self._replay(
+                        session, sequences, [(c.sender_id, c.frame) for c in commands]
                     )
                 finally:
                     await self._commands.sent(commands)
