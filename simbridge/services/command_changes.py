@@ -111,6 +111,9 @@ def answer_commands(dialect: str, answers: list[CommandAnswered]) -> tuple[str, 
 
 
 CommandChange = NewCommand | CommandAnswered
+# What the writer queues for them: one change, or many at once (`Commands` gathers them, so
+# that a command costs the writer's queue no item of its own)
+CommandChanges = CommandChange | list[CommandChange]
 
 
 def _marks(dialect: str, count: int) -> list[str]:

@@ -29,6 +29,7 @@ from simbridge.services.command_changes import (
     ANSWER_COLUMNS,
     CommandAnswered,
     CommandChange,
+    CommandChanges,
     NewCommand,
     answer_commands,
     insert_commands,
@@ -40,7 +41,7 @@ log = logging.getLogger("simbridge.message_log")
 # One row, in the column order of `COLUMNS`.
 LogRow = tuple[int | None, int | None, str, str, datetime, int | None]
 COLUMNS = ("from_device_id", "to_device_id", "msg_type", "payload", "created_at", "seq")
-Row = LogRow | CommandChange  # what the writer queues
+Row = LogRow | CommandChanges  # what the writer queues
 BUSY_TIMEOUT_SECONDS = 5.0  # as Tortoise's connection: a write of the REST API may hold the lock
 
 
@@ -85,11 +86,19 @@ def split(batch: Sequence[Row]) -> Split:
         kind = type(row)
         if kind is tuple:
             parts.rows.append(row)  # type: ignore[arg-type]
-        elif kind is NewCommand:
-            parts.commands.append(row)  # type: ignore[arg-type]
+        elif kind is list:
+            for change in row:  # type: ignore[union-attr]
+                _add_change(parts, change)  # type: ignore[arg-type]
         else:
-            parts.answers.append(row)  # type: ignore[arg-type]
+            _add_change(parts, row)  # type: ignore[arg-type]
     return parts
+
+
+def _add_change(parts: Split, change: CommandChange) -> None:
+    if type(change) is NewCommand:
+        parts.commands.append(change)
+    else:
+        parts.answers.append(change)  # type: ignore[arg-type]
 
 
 class LogStore(Protocol):

@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from simbridge.clock import Clock
-from simbridge.services.command_changes import CommandChange
+from simbridge.services.command_changes import CommandChanges
 from simbridge.services.log_store import LogStore, Row
 
 log = logging.getLogger("simbridge.message_log")
@@ -68,8 +68,9 @@ class MessageLogWriter:
             await self._queue.put(row)
             self._queued()
 
-    async def change(self, change: CommandChange) -> None:
-        """Queue a change of a command's state, to be stored after every row queued before."""
+    async def change(self, change: CommandChanges) -> None:
+        """Queue a change of a command's state (or a list of them), to be stored after every
+        row queued before."""
         if not self.put_nowait(change):
             await self._queue.put(change)
             self._queued()
