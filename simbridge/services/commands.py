@@ -251,10 +251,9 @@ class Commands:
                 self._locks[host_id] = (lock, users - 1)
 
     async def _take_queue(self, host_id: int) -> list[QueuedCommand]:
-        now = self._clock()
-        await CommandRecord.filter(
-            host_device_id=host_id, state=CommandState.QUEUED, expires_at__lte=now
-        ).update(state=CommandState.EXPIRED, updated_at=now)
+        await self._leave_queue(
+            CommandState.EXPIRED, host_device_id=host_id, expires_at__lte=self._clock()
+        )
         rows = (
             await CommandRecord.filter(host_device_id=host_id, state=CommandState.QUEUED)
             .order_by("id")
@@ -280,22 +279,23 @@ class Commands:
                     state=CommandState.ANSWERED, answer=answer, updated_at=now
                 )
         if plain:
-            await CommandRecord.filter(id__in=plain, state=CommandState.QUEUED).update(
-                state=CommandState.SENT, updated_at=now
-            )
+            await self._leave_queue(CommandState.SENT, id__in=plain)
 
     async def dropped(self, commands: list[QueuedCommand]) -> None:
         """These queued commands will never be written (their sender left the host)."""
         if commands:
-            await CommandRecord.filter(
-                id__in=[command.id for command in commands], state=CommandState.QUEUED
-            ).update(state=CommandState.FAILED, updated_at=self._clock())
+            await self._leave_queue(CommandState.FAILED, id__in=[c.id for c in commands])
 
     async def host_deleted(self, host_id: int) -> None:
         """Its queued commands fail; the rest of its commands stay visible."""
         self._queued_hosts.discard(host_id)
-        await CommandRecord.filter(host_device_id=host_id, state=CommandState.QUEUED).update(
-            state=CommandState.FAILED, updated_at=self._clock()
+        await self._leave_queue(CommandState.FAILED, host_device_id=host_id)
+
+    async def _leave_queue(self, state: CommandState, **which: Any) -> None:
+        """Move the queued commands `which` selects to `state` (one that left the queue
+        meanwhile stays as it is)."""
+        await CommandRecord.filter(state=CommandState.QUEUED, **which).update(
+            state=state, updated_at=self._clock()
         )
 
     # --- reading ------------------------------------------------------------------------------
