@@ -50,9 +50,9 @@ class Settings:
     ws_close_timeout: float = 10.0
     send_timeout_seconds: float = 5.0
     request_correlation_seconds: int = 600
-    log_batch_size: int = 500
+    log_batch_size: int = 5000
     log_flush_seconds: float = 0.05
-    log_queue_size: int = 10_000
+    log_queue_size: int = 20_000
     inbox_ttl_seconds: int = 7 * 24 * 3600
     inbox_max: int = 1000
     last_seen_flush_seconds: float = 1.0

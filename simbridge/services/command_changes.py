@@ -65,6 +65,32 @@ class NewCommand:
             self.created_at,
         )
 
+    def sqlite_values(self) -> tuple[object, ...]:
+        """The row for SQLite, its timestamps already text: `created_at` is formatted once for
+        both columns rather than by the sqlite3 adapter for each (the writer thread holds the
+        GIL while it binds, so the event loop waits for every adapter call)."""
+        stamp = sqlite_stamp(self.created_at)
+        expires_at = None if self.expires_at is None else sqlite_stamp(self.expires_at)
+        return (
+            self.req_id,
+            self.user_id,
+            self.host_id,
+            self.sender_id,
+            self.cmd,
+            self.state.value,
+            self.answer,
+            self.frame,
+            expires_at,
+            stamp,
+            stamp,
+        )
+
+
+def sqlite_stamp(at: datetime) -> str:
+    """A timestamp as Tortoise's SQLite adapter writes it (`isoformat(" ")`), so rows written
+    here sort and compare with the rows Tortoise writes."""
+    return at.isoformat(" ")
+
 
 COLUMNS = 11
 

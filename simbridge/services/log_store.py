@@ -213,7 +213,7 @@ class SqliteLogStore:
         per_statement = self._commands_per_statement
         for start in range(0, len(parts.commands), per_statement):
             commands = parts.commands[start : start + per_statement]
-            values = list(chain.from_iterable(command.values() for command in commands))
+            values = list(chain.from_iterable(command.sqlite_values() for command in commands))
             connection.execute(insert_commands("sqlite", len(commands)), values)
         per_statement = self._answers_per_statement
         for start in range(0, len(parts.answers), per_statement):

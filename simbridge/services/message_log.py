@@ -68,6 +68,18 @@ class MessageLogWriter:
             await self._queue.put(row)
             self._queued()
 
+    def write_nowait(
+        self,
+        from_id: int | None,
+        to_id: int | None,
+        msg_type: str,
+        payload: str,
+        seq: int | None = None,
+    ) -> bool:
+        """`write` without a coroutine, the way of every relayed frame; False, with nothing
+        queued, when the queue is full (then `write`, which waits for room)."""
+        return self.put_nowait((from_id, to_id, msg_type, payload, self._clock(), seq))
+
     async def change(self, change: CommandChanges) -> None:
         """Queue a change of a command's state (or a list of them), to be stored after every
         row queued before."""

@@ -468,7 +468,11 @@ class Relay:
         after its sender had retried it)."""
         if self._inboxes is not None:
             return await self._deliver_kept(self._inboxes, sender_id, target, msg_type, text, asked)
-        keeping = await self._keeping_for(target)
+        sequences = self._sequences
+        if sequences is None or sequences.has_ready(target):  # the common case: no coroutine
+            keeping = sequences
+        else:
+            keeping = await self._keeping_for(target)
         seq = None
         if self._hub.holds(target):  # nothing awaited since `ready`: see `Sequences.ready`
             if asked is not None:
@@ -482,7 +486,8 @@ class Relay:
         else:
             delivered = await self._broker.deliver(target, text, asked)
         if delivered or (seq is not None and msg_type == EVENT):
-            await self._writer.write(sender_id, target, msg_type, text, seq)
+            if not self._writer.write_nowait(sender_id, target, msg_type, text, seq):
+                await self._writer.write(sender_id, target, msg_type, text, seq)
         return delivered
 
     async def _deliver_kept(
@@ -510,7 +515,8 @@ class Relay:
         else:
             delivered = kept.receivers > 0
         if delivered or (kept.seq is not None and msg_type == EVENT):
-            await self._writer.write(sender_id, target, msg_type, text, kept.seq)
+            if not self._writer.write_nowait(sender_id, target, msg_type, text, kept.seq):
+                await self._writer.write(sender_id, target, msg_type, text, kept.seq)
         return delivered
 
     async def _deliver_unkept(
@@ -527,7 +533,8 @@ class Relay:
         else:
             delivered = await self._broker.deliver(target, text, asked)
         if delivered:
-            await self._writer.write(sender_id, target, msg_type, text, None)
+            if not self._writer.write_nowait(sender_id, target, msg_type, text, None):
+                await self._writer.write(sender_id, target, msg_type, text, None)
         return delivered
 
     async def _send_here(

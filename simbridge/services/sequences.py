@@ -47,6 +47,11 @@ class Sequences:
             await self._reserve(device_id, counter)
         return True
 
+    def has_ready(self, device_id: int) -> bool:
+        """Whether the device's next seq can be taken without `ready` (nearly always)."""
+        counter = self._counters.get(device_id)
+        return counter is not None and counter.given < counter.reserved
+
     def take(self, device_id: int) -> int:
         """The device's next seq (after `ready`); reserves the next block ahead of need."""
         counter = self._counters[device_id]
