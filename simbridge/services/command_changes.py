@@ -51,26 +51,16 @@ class NewCommand:
 
     def values(self) -> tuple[object, ...]:
         """The row, in the column order of the INSERT."""
-        return (
-            self.req_id,
-            self.user_id,
-            self.host_id,
-            self.sender_id,
-            self.cmd,
-            self.state.value,
-            self.answer,
-            self.frame,
-            self.expires_at,
-            self.created_at,
-            self.created_at,
-        )
+        return self._row(self.created_at, self.expires_at)
 
     def sqlite_values(self) -> tuple[object, ...]:
         """The row for SQLite, its timestamps already text: `created_at` is formatted once for
         both columns rather than by the sqlite3 adapter for each (the writer thread holds the
         GIL while it binds, so the event loop waits for every adapter call)."""
-        stamp = sqlite_stamp(self.created_at)
         expires_at = None if self.expires_at is None else sqlite_stamp(self.expires_at)
+        return self._row(sqlite_stamp(self.created_at), expires_at)
+
+    def _row(self, created_at: object, expires_at: object) -> tuple[object, ...]:
         return (
             self.req_id,
             self.user_id,
@@ -81,8 +71,8 @@ class NewCommand:
             self.answer,
             self.frame,
             expires_at,
-            stamp,
-            stamp,
+            created_at,
+            created_at,  # updated_at
         )
 
 
