@@ -1,17 +1,22 @@
-"""`simbridge serve` runs the server; `simbridge migrate` applies pending migrations."""
+"""`simbridge serve` runs the server; `simbridge migrate` applies pending migrations;
+`simbridge backup PATH` copies the SQLite database, even while the server runs, and
+`simbridge restore PATH` puts such a copy back while it does not."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
+from simbridge.backup import STEP_PAGES, BackupError, Copied, backup, restore
 from simbridge.config import ConfigError, Settings, load_settings, validate
 from simbridge.db import apply_migrations
 
@@ -24,8 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="listen port (default: PORT or 8100)")
     serve.add_argument("--workers", type=int, help="worker processes (default: 1)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    copy = commands.add_parser("backup", help="copy the SQLite database (the server may run)")
+    copy.add_argument("path", type=Path, help="the backup file to write")
+    copy.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    copy.add_argument(
+        "--step-pages", type=_positive, default=STEP_PAGES, help=argparse.SUPPRESS
+    )  # small steps let tests overlap a backup with relaying
+    put_back = commands.add_parser(
+        "restore", help="replace the SQLite database with a backup (the server stopped)"
+    )
+    put_back.add_argument("path", type=Path, help="the backup file to restore")
     args = parser.parse_args(argv)
     _log_to_stderr()
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args)
     try:
         settings = load_settings()
         overrides = {
@@ -40,6 +57,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"applied: {', '.join(applied) or 'nothing, already up to date'}")  # noqa: T201
         return 0
     return serve_forever(settings)
+
+
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    try:
+        # Only where the database is matters: a placeholder secret keeps load_settings from
+        # generating a secret file, which is the server's to create.
+        settings = load_settings({**os.environ, "JWT_SECRET": "unused-by-backup-and-restore"})
+        if args.command == "backup":
+            done = backup(settings, args.path, force=args.force, step_pages=args.step_pages)
+        else:
+            done = asyncio.run(restore(settings, args.path))
+    except ConfigError as exc:
+        print(f"simbridge: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except BackupError as exc:
+        print(f"simbridge {args.command}: {exc}; nothing was changed", file=sys.stderr)  # noqa: T201
+        return exc.exit_code
+    print(_summary(args.command, done))  # noqa: T201
+    return 0
+
+
+def _summary(command: str, done: Copied) -> str:
+    size = f"{done.size / 2**20:.1f} MiB ({done.size} bytes)"
+    line = f"{command}: {done.path}, {size}, {done.seconds:.2f} s"
+    if done.previous is not None:
+        line += f"; the replaced database is kept as {done.previous}"
+    return line
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
 
 
 def serve_forever(settings: Settings) -> int:
