@@ -106,9 +106,11 @@ async def restore(settings: Settings, backup_file: Path) -> Copied:
         raise BackupError(
             f"DATABASE_URL is PostgreSQL; simbridge restore handles SQLite only: {PG_DUMP_HOWTO}"
         )
+    database = settings.sqlite_path
     if not backup_file.is_file():
         raise BackupError(f"no file at {backup_file}")
-    database = settings.sqlite_path
+    if database.exists() and backup_file.resolve() == database.resolve():
+        raise BackupError(f"{backup_file} is the database itself (DB_PATH)")
     database.parent.mkdir(parents=True, exist_ok=True)
     async with holding(settings, MIGRATIONS, wait=False) as held:
         if not held or in_use(database):
@@ -117,7 +119,10 @@ async def restore(settings: Settings, backup_file: Path) -> Copied:
                 "open); stop it first (e.g. systemctl stop simbridge), then restore"
             )
         with _temporary_beside(database) as temporary:
-            _copy(_open(backup_file, "ro"), temporary, STEP_PAGES)
+            try:
+                _copy(_open(backup_file, "ro"), temporary, STEP_PAGES)
+            except CorruptDatabase as exc:  # a bad backup is refused, like any other
+                raise BackupError(f"{backup_file} is not a sound database: {exc}") from exc
             _own_like_folder(temporary)
             previous = _move_aside(database)
             os.replace(temporary, database)
@@ -156,7 +161,10 @@ def in_use(database: Path) -> bool:
 def check_database(connection: sqlite3.Connection) -> None:
     """Raise unless `connection`'s database passes `PRAGMA integrity_check` and has the
     tables of a SimBridge database."""
-    problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+    try:
+        problems = [str(row[0]) for row in connection.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:  # damage bad enough that the check cannot run
+        problems = [str(exc)]
     if problems != ["ok"]:
         raise CorruptDatabase(f"integrity check failed: {'; '.join(problems[:5])}")
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
@@ -197,7 +205,7 @@ def _copy(source: sqlite3.Connection, target: Path, step_pages: int) -> None:
         try:
             source.execute("BEGIN")
             source.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot
-            source.backup(copy, pages=step_pages, sleep=STEP_PAUSE_SECONDS)
+            source.backup(copy, pages=step_pages, progress=_pause)
             source.execute("COMMIT")
             copy.execute("PRAGMA journal_mode=DELETE").fetchone()
             check_database(copy)
@@ -205,6 +213,11 @@ def _copy(source: sqlite3.Connection, target: Path, step_pages: int) -> None:
             raise BackupError(f"copy failed: {exc}") from exc
     with open(target, "rb") as written:
         os.fsync(written.fileno())
+
+
+def _pause(status: int, remaining: int, total: int) -> None:
+    """Between two steps (Python's `sleep` argument pauses only after a busy step)."""
+    time.sleep(STEP_PAUSE_SECONDS)
 
 
 @contextmanager
