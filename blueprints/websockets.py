@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from simbridge.errors import BadRequest, Forbidden
 from simbridge.hub.base import close_quietly
 from simbridge.models import DeviceType
-from simbridge.protocol import CLOSE_REVOKED, INTERNAL_ERROR
+from simbridge.protocol import CLOSE_REVOKED
 from simbridge.services.admission import admit_socket
 from simbridge.web.auth import SUBPROTOCOL, socket_token
 from simbridge.web.context import app_context, runtime_of
@@ -108,7 +108,7 @@ async def _serve(request: Request, ws: Websocket, device_id: int) -> None:
                 reply = await relay.handle(session, raw)
             except Exception:  # a bug of ours must not close the socket or reach the client
                 log.exception("frame from device %s could not be handled", device_id)
-                reply = INTERNAL_ERROR
+                reply = relay.internal_error()
             if reply is not None:
                 await _reply(ws, reply)
     except (ConnectionClosed, WebsocketClosed):

@@ -19,6 +19,7 @@ from simbridge.web.context import AppContext, SimBridgeApp
 from simbridge.web.errors import RedactingErrorHandler, register_error_handlers
 from simbridge.web.headers import add_security_headers
 from simbridge.web.lifecycle import setup_lifecycle
+from simbridge.web.metrics import setup_metrics
 
 DEFAULT_BLUEPRINTS = (
     "blueprints.auth",
@@ -28,6 +29,7 @@ DEFAULT_BLUEPRINTS = (
     "blueprints.history",
     "blueprints.websockets",
     "blueprints.health",
+    "blueprints.metrics",
 )
 
 
@@ -54,6 +56,7 @@ def create_app(
     _describe_api(app)
     register_error_handlers(app)
     app.on_response(add_security_headers)
+    setup_metrics(app)  # requests counted by route pattern and status
     for module_name in blueprints:
         app.blueprint(import_module(module_name).bp)
     _leave_sockets_out_of_openapi(app)
@@ -101,6 +104,8 @@ def _describe_api(app: SimBridgeApp) -> None:
         ),
     )
     app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
+    # GET /metrics, when SIMBRIDGE_METRICS_TOKEN is set
+    app.ext.openapi.add_security_scheme("metrics_token", "http", scheme="bearer")
 
 
 def _leave_sockets_out_of_openapi(app: SimBridgeApp) -> None:

@@ -24,6 +24,7 @@ log = logging.getLogger("simbridge.config")
 MIN_SECRET_LENGTH = 32
 SECRET_HOWTO = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 BROKERS = ("memory", "redis")
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -93,6 +94,8 @@ class Settings:
     access_log: bool = False
     gc_freeze: bool = True
     log_level: str = "INFO"
+    # `GET /metrics` then needs `Authorization: Bearer <it>`; never shown in a repr or a log
+    metrics_token: str = field(default="", repr=False)
     clock: Clock = field(default=utc_now, compare=False, repr=False)
 
     @property
@@ -144,6 +147,8 @@ class Settings:
         for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 found.append(f"SIMBRIDGE_{name.upper()} must be greater than 0")
+        if metrics_problem := _metrics_token_problem(self.metrics_token):
+            found.append(metrics_problem)
         if self.heartbeat_seconds >= self.node_ttl_seconds:
             found.append(
                 "SIMBRIDGE_HEARTBEAT_SECONDS must be shorter than SIMBRIDGE_NODE_TTL_SECONDS "
@@ -209,6 +214,23 @@ def too_many_workers(broker: str, workers: int) -> str | None:
             "in-process broker routes only within one process, so a host and its client on "
             "different workers would never see each other. Set SIMBRIDGE_BROKER=redis (and "
             "REDIS_URL) to run several workers, or run one."
+        )
+    return None
+
+
+def _metrics_token_problem(token: str) -> str | None:
+    """Why `token` cannot guard `/metrics` (the message never quotes it), or None."""
+    if not token:
+        return None
+    if len(token) < MIN_METRICS_TOKEN_LENGTH:
+        return (
+            f"SIMBRIDGE_METRICS_TOKEN is {len(token)} characters long; it must be at least "
+            f"{MIN_METRICS_TOKEN_LENGTH} (or unset, for no token). {SECRET_HOWTO}"
+        )
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        return (
+            "SIMBRIDGE_METRICS_TOKEN must be printable ASCII without spaces (it travels in an "
+            f"Authorization header). {SECRET_HOWTO}"
         )
     return None
 

@@ -25,6 +25,7 @@ from simbridge.hub.control import (
 from simbridge.hub.open_requests import OpenRequests
 from simbridge.hub.redis import RedisBroker
 from simbridge.limits import Limiter, MemoryLimiter
+from simbridge.metrics import Metrics, share_from_env
 from simbridge.protocol import CLOSE_GOING_AWAY, CLOSE_REMOVED, CLOSE_REVOKED
 from simbridge.redis_limiter import RedisLimiter
 from simbridge.services.admission import no_longer_admitted
@@ -70,6 +71,7 @@ class Runtime:
     guard: Guard
     limiter: Limiter
     retention: RetentionTask
+    metrics: Metrics
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -109,6 +111,8 @@ class Runtime:
         if isinstance(broker, RedisBroker) and settings.redis_inboxes:
             inboxes = RedisInboxes(broker, settings)
         limiter = _limiter(settings)
+        # With several workers, the main process made a directory where they share their counts
+        metrics = Metrics(hub.open_by_type, lambda: writer.queued_rows, share_from_env())
         runtime = cls(
             settings=settings,
             hub=hub,
@@ -122,7 +126,16 @@ class Runtime:
             inboxes=inboxes,
             commands=commands,
             relay=Relay(
-                hub, broker, directory, writer, settings, last_seen, sequences, commands, inboxes
+                hub,
+                broker,
+                directory,
+                writer,
+                settings,
+                last_seen,
+                sequences,
+                commands,
+                inboxes,
+                metrics.counts,
             ),
             guard=Guard(limiter, settings),
             limiter=limiter,
@@ -133,12 +146,14 @@ class Runtime:
                 batch_size=settings.retention_batch_size,
                 exclusive=partial(holding, settings, RETENTION, wait=False),
             ),
+            metrics=metrics,
         )
         await broker.start(hub, runtime.apply)
         writer.start()
         commands.start()
         last_seen.start()
         runtime.retention.start()
+        metrics.start()
         if settings.gc_freeze:
             # What start-up built lives as long as the server: keep it out of every collection,
             # so a full one (a reconnect storm makes a few) does not walk it each time (storm of
@@ -199,6 +214,7 @@ class Runtime:
         """After the sockets: background tasks, the broker, the writers (flushed), the
         database."""
         await self.retention.stop()
+        await self.metrics.stop()
         if self.inboxes is not None:
             await self.inboxes.stop()
         await self.broker.stop()

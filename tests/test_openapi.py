@@ -46,7 +46,8 @@ async def test_docs_serves_swagger_ui(http: httpx.AsyncClient) -> None:
 
 async def test_openapi_lists_exactly_the_rest_endpoints(spec: dict[str, Any]) -> None:
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
-    assert documented == {(path, method) for path, method, _, _ in ENDPOINTS} | {("/health", "get")}
+    operations = {("/health", "get"), ("/metrics", "get")}
+    assert documented == {(path, method) for path, method, _, _ in ENDPOINTS} | operations
 
 
 @pytest.mark.parametrize(("path", "method", "has_body", "errors"), ENDPOINTS)
@@ -88,3 +89,16 @@ async def test_openapi_describes_health_with_its_own_body_on_503(spec: dict[str,
     }
     assert bodies == {200: "#/components/schemas/HealthOut", 503: "#/components/schemas/HealthOut"}
     assert "security" not in operation
+
+
+async def test_openapi_describes_metrics_as_text_guarded_by_its_own_token(
+    spec: dict[str, Any],
+) -> None:
+    operation = spec["paths"]["/metrics"]["get"]
+    assert operation["tags"] == ["operations"]
+    assert set(operation["responses"]["200"]["content"]) == {"text/plain"}
+    error = operation["responses"]["401"]["content"]["application/json"]["schema"]["$ref"]
+    assert error == "#/components/schemas/ErrorOut"
+    assert operation["security"] == [{"metrics_token": []}]
+    scheme = spec["components"]["securitySchemes"]["metrics_token"]
+    assert scheme == {"type": "http", "scheme": "bearer"}

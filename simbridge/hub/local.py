@@ -115,6 +115,15 @@ class Hub:
         """Every open session of this process."""
         return [s for user_sessions in self._by_user.values() for s in user_sessions]
 
+    def open_by_type(self) -> dict[str, int]:
+        """How many sessions are open here, by device type (for the metrics, at scrape time)."""
+        counts: dict[str, int] = {}
+        for user_sessions in self._by_user.values():
+            for session in user_sessions:
+                kind = session.device_type.value
+                counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
     def __len__(self) -> int:
         return self._count
 

@@ -68,6 +68,12 @@ class MessageLogWriter:
             await self._queue.put(row)
             self._queued()
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows handed to the writer and not committed yet (a command-state change, or a list
+        of them, counts one), the batch being written included."""
+        return self._written - self._done
+
     def write_nowait(
         self,
         from_id: int | None,

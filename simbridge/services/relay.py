@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from simbridge.hub.broker import BrokerUnavailable
 from simbridge.hub.control import CommandsQueued, WaitedAnswer
 from simbridge.hub.open_requests import Asked
 from simbridge.limits import TokenBucket
+from simbridge.metrics import LATENCY_SAMPLE_EVERY, Counts
 from simbridge.models import DeviceType, User
 from simbridge.protocol import CLOSE_REMOVED, COMMAND, EVENT, PING
 from simbridge.services.answers import Answers
@@ -85,9 +87,11 @@ class Relay:
         sequences: Sequences | None,
         commands: Commands,
         inboxes: RedisInboxes | None = None,
+        counts: Counts | None = None,
     ) -> None:
         """Frames are kept (contract §6) with `sequences` in one process (memory broker), with
-        `inboxes` across processes (Redis broker); one of them at most is given."""
+        `inboxes` across processes (Redis broker); one of them at most is given. `counts` are
+        the metrics' (plain ints, bumped here without a lock)."""
         self._hub = hub
         self._broker = broker
         self._directory = directory
@@ -97,6 +101,9 @@ class Relay:
         self._sequences = sequences
         self._commands = commands
         self._inboxes = inboxes
+        self._counts = counts = Counts() if counts is None else counts
+        self._relayed = counts.relayed  # msg_type -> frames handed to a recipient
+        self._errors = counts.errors  # error -> error replies
         self._answers = Answers()
         self._presence = Presence(hub, broker, directory)
         self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
@@ -259,6 +266,7 @@ class Relay:
                 for command, seq in zip(commands, numbers, strict=True):
                     await session.conn.send(command.frame)
                     written.append(command)
+                    self._relayed[COMMAND] += 1
                     await self._writer.write(
                         command.sender_id, host_id, COMMAND, command.frame, seq
                     )
@@ -327,23 +335,47 @@ class Relay:
                 self._buckets.pop(session.device_id, None)
 
     async def handle(self, session: Session, raw: str | bytes) -> str | None:
-        """Act on one frame from a device; returns the reply for the sender, if any."""
+        """Act on one frame from a device; returns the reply for the sender, if any.
+
+        One command or event in `LATENCY_SAMPLE_EVERY` is timed for the latency histogram;
+        the others cost a countdown."""
         if not session.bucket.take():  # every frame counts, well-formed or not
+            self._errors["rate_limited"] += 1
             return protocol.rate_limited(protocol.req_id_of(raw))
         try:
             frame = protocol.decode(raw, self._settings.max_json_depth)
         except protocol.InvalidFrame:
+            self._errors["invalid_json"] += 1
             return protocol.INVALID_JSON
         except protocol.TooDeep:
+            self._errors["too_deep"] += 1
             return protocol.too_deep(self._settings.max_json_depth)
         kind = frame.get("type")
-        if kind == COMMAND:
-            return await self._route_command(session, frame, raw)
-        if kind == EVENT:
-            return await self._route_event(session.device_id, frame, raw)
+        if kind == COMMAND or kind == EVENT:
+            counts = self._counts
+            counts.latency_countdown -= 1
+            if counts.latency_countdown:
+                if kind == COMMAND:
+                    return await self._route_command(session, frame, raw)
+                return await self._route_event(session.device_id, frame, raw)
+            counts.latency_countdown = LATENCY_SAMPLE_EVERY
+            started = perf_counter()
+            if kind == COMMAND:
+                reply = await self._route_command(session, frame, raw)
+            else:
+                reply = await self._route_event(session.device_id, frame, raw)
+            if reply is None:  # relayed: the time it took is the relay's latency
+                counts.observe_latency(perf_counter() - started)
+            return reply
         if kind == PING:
             return protocol.PONG
+        self._errors["unknown_type"] += 1
         return protocol.UNKNOWN_TYPE
+
+    def internal_error(self) -> str:
+        """The reply to a frame whose handling failed (a bug of ours), counted."""
+        self._errors["internal_error"] += 1
+        return protocol.INTERNAL_ERROR
 
     # --- routing --------------------------------------------------------------------------
     async def _route_command(
@@ -351,18 +383,21 @@ class Relay:
     ) -> str | None:
         policy = policy_of(frame)
         if policy is None:
+            self._errors["invalid_offline_policy"] += 1
             return protocol.INVALID_OFFLINE_POLICY
         sender_id = session.device_id
         hosts = await self._directory.hosts_of(sender_id)
         if "to_device_id" in frame:
             target = _device_id(frame["to_device_id"])
             if target is None or target not in hosts:
+                self._errors["not_paired"] += 1
                 return protocol.not_paired(
                     protocol.exact(raw, "to_device_id", frame["to_device_id"])
                 )
         elif hosts:
             target = hosts[0]
         else:
+            self._errors["no_paired_host"] += 1
             return protocol.NO_PAIRED_HOST
         text = _as_text(raw)
         if "req_id" not in frame:
@@ -375,10 +410,11 @@ class Relay:
         key = req_key(frame["req_id"])
         if key is None:  # relayed without a state: it cannot be asked about, nor queued
             if policy.queue:
+                self._errors["invalid_offline_policy"] += 1
                 return protocol.INVALID_OFFLINE_POLICY
             if await self._deliver(sender_id, target, COMMAND, text, asked):
                 return None
-            return _offline(target, frame, raw)
+            return self._offline(target, frame, raw)
         self._commands.handing_over(key, session.user_id, target, sender_id, cmd_of(frame))
         if await self._deliver(sender_id, target, COMMAND, text, asked):
             return None
@@ -386,7 +422,7 @@ class Relay:
             await self._queue(target, key, text, policy)
             return protocol.queued(protocol.exact(raw, "req_id", frame["req_id"]), target)
         await self._commands.refused(target, key)
-        return _offline(target, frame, raw)
+        return self._offline(target, frame, raw)
 
     async def _queue(self, host_id: int, req_id: str, text: str, policy: OfflinePolicy) -> None:
         """Keep a command refused as offline for its host's next connect, and tell every
@@ -413,6 +449,7 @@ class Relay:
         addressed = "to_device_id" in frame
         target = _device_id(frame["to_device_id"]) if addressed else None
         if addressed and (target is None or target not in clients):
+            self._errors["not_paired"] += 1
             return protocol.not_paired(protocol.exact(raw, "to_device_id", frame["to_device_id"]))
         key = req_key(frame.get("req_id"))
         if key is not None and clients:  # perhaps the answer to a command: its state says so
@@ -424,13 +461,18 @@ class Relay:
                 await self._broker.broadcast(WaitedAnswer(sender_id, key, text))
             if target is None or target not in clients:
                 if not clients:
+                    self._errors["no_paired_client"] += 1
                     return protocol.NO_PAIRED_CLIENT
                 if await self._fan_out(sender_id, clients, text):
                     return None
-                return _offline(clients[0], frame, raw)
+                return self._offline(clients[0], frame, raw)
         if not await self._deliver(sender_id, target, EVENT, text):
-            return _offline(target, frame, raw)
+            return self._offline(target, frame, raw)
         return None
+
+    def _offline(self, target: int, frame: dict[str, Any], raw: str | bytes) -> str:
+        self._errors["target_offline"] += 1
+        return _offline(target, frame, raw)
 
     async def _fan_out(self, sender_id: int, clients: tuple[int, ...], text: str) -> bool:
         """An unsolicited event goes to every paired client that is online, and is kept for
@@ -486,6 +528,8 @@ class Relay:
         else:
             delivered = await self._broker.deliver(target, text, asked)
         if delivered or (seq is not None and msg_type == EVENT):
+            if delivered:
+                self._relayed[msg_type] += 1
             if not self._writer.write_nowait(sender_id, target, msg_type, text, seq):
                 await self._writer.write(sender_id, target, msg_type, text, seq)
         return delivered
@@ -515,6 +559,8 @@ class Relay:
         else:
             delivered = kept.receivers > 0
         if delivered or (kept.seq is not None and msg_type == EVENT):
+            if delivered:
+                self._relayed[msg_type] += 1
             if not self._writer.write_nowait(sender_id, target, msg_type, text, kept.seq):
                 await self._writer.write(sender_id, target, msg_type, text, kept.seq)
         return delivered
@@ -533,6 +579,7 @@ class Relay:
         else:
             delivered = await self._broker.deliver(target, text, asked)
         if delivered:
+            self._relayed[msg_type] += 1
             if not self._writer.write_nowait(sender_id, target, msg_type, text, None):
                 await self._writer.write(sender_id, target, msg_type, text, None)
         return delivered
