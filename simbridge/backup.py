@@ -118,6 +118,8 @@ async def restore(settings: Settings, backup_file: Path) -> Copied:
                 f"the server appears to be running on {database} (a process has the database "
                 "open); stop it first (e.g. systemctl stop simbridge), then restore"
             )
+        # Created by `holding` if it was missing: the server must be able to open it too.
+        _own_like_folder(database.with_name(f"{database.name}.{MIGRATIONS.name}-lock"))
         with _temporary_beside(database) as temporary:
             try:
                 _copy(_open(backup_file, "ro"), temporary, STEP_PAGES)
@@ -251,15 +253,15 @@ def _move_aside(database: Path) -> Path | None:
     """Rename the database, its WAL first, to `<name>.before-restore-<UTC time>`; drop its
     WAL index (rebuilt from the WAL). A WAL left under the old name would be replayed into
     the restored database, so it must go with its database."""
-    if not database.exists():
-        return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     kept = database.with_name(f"{database.name}.before-restore-{stamp}")
     wal, shm = _companions(database)
-    if wal.exists():
+    if wal.exists():  # even without its database: it would be replayed all the same
         os.rename(wal, kept.with_name(kept.name + "-wal"))
-    os.rename(database, kept)
     shm.unlink(missing_ok=True)
+    if not database.exists():
+        return None
+    os.rename(database, kept)
     return kept
 
 

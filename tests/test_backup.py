@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sqlite3
 import stat
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import (
     Pair,
@@ -255,3 +257,24 @@ def damage_the_message_log(path: Path) -> None:
     with path.open("r+b") as raw:
         raw.seek((root - 1) * page_size)
         raw.write(b"\x0d\x00\x00\xff\xff" + b"\xee" * 32)
+
+
+NOBODY = 65534  # the service's user stands for any user but root
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to another user")
+async def test_restore_as_root_gives_the_database_to_its_folders_owner(tmp_path: Path) -> None:
+    state = tmp_path / "state"  # as /var/lib/simbridge: the service's user owns it
+    state.mkdir()
+    env = server_env(tmp_path, DB_PATH=str(state / "simbridge.db"))
+    assert run_cli(tmp_path, "migrate", **env).returncode == 0
+    assert run_cli(tmp_path, "backup", str(tmp_path / "copy.db"), **env).returncode == 0
+    os.chown(state, NOBODY, NOBODY)
+    (state / "simbridge.db.migrate-lock").unlink()
+
+    result = run_cli(tmp_path, "restore", str(tmp_path / "copy.db"), **env)
+
+    assert result.returncode == 0, result.stderr
+    for name in ("simbridge.db", "simbridge.db.migrate-lock"):
+        owner = (state / name).stat()
+        assert (owner.st_uid, owner.st_gid) == (NOBODY, NOBODY), name
