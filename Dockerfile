@@ -16,7 +16,8 @@ ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8100 \
-    DB_PATH=/data/simbridge.db
+    DB_PATH=/data/simbridge.db \
+    SIMBRIDGE_SECRET_FILE=/data/simbridge.jwt-secret
 COPY --from=build /venv /venv
 RUN groupadd --system --gid 10001 simbridge \
     && useradd --system --uid 10001 --gid simbridge --home-dir /data --no-create-home simbridge \

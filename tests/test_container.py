@@ -46,6 +46,7 @@ SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 RUN = f"simbridge-test-{os.getpid()}-{secrets.token_hex(3)}"  # names what this run creates
 IMAGE = f"localhost/{RUN}:latest"
+LABEL = "--label=simbridge-test=true"  # what an interrupted run leaves can be found by it
 UID = 10001  # the image's user (Dockerfile)
 STOP_SECONDS = 10  # `podman stop -t 10`, as `docker stop`
 START_SECONDS = 30.0
@@ -154,6 +155,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--volume=/etc/ssl/certs:/etc/ssl/certs:ro",  # pip's CA bundle on the Debian base
             f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
             f"--tag={IMAGE}",
+            LABEL,
             str(ROOT),
             timeout=BUILD_SECONDS,
         )
@@ -197,6 +199,7 @@ class Containers:
         podman(
             "run",
             "--detach",
+            LABEL,
             f"--name={container.name}",
             "--network=host",  # no CNI networking in these machines; HOST keeps it on loopback
             "--env=HOST=127.0.0.1",
@@ -233,7 +236,7 @@ class Containers:
 @pytest.fixture
 def containers(image: str) -> Iterator[Containers]:
     volume = f"{RUN}-data"
-    podman("volume", "create", volume)
+    podman("volume", "create", LABEL, volume)
     made = Containers(image, volume)
     try:
         yield made
@@ -252,7 +255,12 @@ def test_image_runs_as_a_user_with_its_data_on_a_volume(image: str) -> None:
     ).stdout.split()
     assert config == [f"{UID}:{UID}", '{"/data":{}}', "SIGTERM"], config
     env = podman("image", "inspect", "--format={{json .Config.Env}}", image).stdout
-    assert '"DB_PATH=/data/simbridge.db"' in env and '"PATH=/venv/bin:' in env, env
+    for setting in (
+        "DB_PATH=/data/simbridge.db",
+        "SIMBRIDGE_SECRET_FILE=/data/simbridge.jwt-secret",
+    ):
+        assert f'"{setting}"' in env, env
+    assert '"PATH=/venv/bin:' in env, env
 
 
 async def test_image_serves_stops_on_sigterm_and_keeps_its_data(containers: Containers) -> None:
