@@ -22,6 +22,7 @@ from tests.helpers import (
     assert_relays,
     eventually,
     get_sims_command,
+    handshake,
     make_account,
     make_device,
     make_pair,
@@ -363,3 +364,15 @@ async def test_workers_scrape_adds_up_every_worker(servers: Servers, postgres_ur
     finally:
         await servers.stop_all()
         await delete_keys(REDIS_URL, prefix)
+
+
+async def test_socket_handshakes_refused_are_requests_and_accepted_are_connections(
+    server: LiveServer, http: httpx.AsyncClient, pair: Pair
+) -> None:
+    before = await scrape(http)
+    assert (await handshake(server, pair.host, "not-a-token")).status == 401
+    assert (await handshake(server, pair.host, pair.host.owner.token)).status == 101
+    after = await scrape(http)
+    route = "/ws/host/<device_id:int>"
+    assert delta(before, after, REQUESTS, route=route, status="401") == 1
+    assert (REQUESTS, frozenset({("route", route), ("status", "101")})) not in after
