@@ -36,6 +36,7 @@ bp = Blueprint("metrics")
     ],
     secured={"metrics_token": []},
 )
+@openapi.secured({})  # or none at all: the token is needed only when one is configured
 async def metrics(request: Request) -> HTTPResponse:
     """Every metric of this server (all its workers), for Prometheus to scrape."""
     ctx = app_context(request)
