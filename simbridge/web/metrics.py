@@ -3,6 +3,7 @@ pattern, and, under several workers, the directory their snapshots are shared in
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,8 @@ from sanic.response import BaseHTTPResponse
 
 from simbridge.metrics import SHARE_ENV, UNMATCHED, make_share_dir
 from simbridge.web.context import SimBridgeApp, app_context
+
+log = logging.getLogger("simbridge.metrics")
 
 
 def setup_metrics(app: SimBridgeApp) -> None:
@@ -39,7 +42,14 @@ async def _make_share(app: SimBridgeApp) -> None:
     """In the main process, before the workers start (they inherit the environment): a
     private directory for their snapshots, only when there are several of them."""
     if app.state.workers > 1:
-        os.environ[SHARE_ENV] = str(make_share_dir())
+        try:
+            os.environ[SHARE_ENV] = str(make_share_dir())
+        except OSError as exc:
+            log.warning(
+                "no directory for the workers' metrics (%s): each scrape shows the worker that "
+                "answers it only",
+                exc.strerror,
+            )
 
 
 async def _remove_share(app: SimBridgeApp) -> None:
