@@ -381,3 +381,18 @@ async def test_socket_handshakes_refused_are_requests_and_accepted_are_connectio
     route = "/ws/host/<device_id:int>"
     assert delta(before, after, REQUESTS, route=route, status="401") == 1
     assert (REQUESTS, frozenset({("route", route), ("status", "101")})) not in after
+
+
+async def test_a_frame_that_fails_inside_the_server_counts_as_internal_error(
+    server: LiveServer, http: httpx.AsyncClient, pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> str | None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(server.runtime.relay, "_route_command", broken)
+    async with socket(server, pair.client) as client_ws:
+        before = await scrape(http)
+        await send(client_ws, get_sims_command("boom"))
+        assert await receive(client_ws) == {"error": "internal error"}
+        after = await scrape(http)
+    assert delta(before, after, ERRORS, error="internal_error") == 1
