@@ -96,6 +96,19 @@ class Settings:
     log_level: str = "INFO"
     # `GET /metrics` then needs `Authorization: Bearer <it>`; never shown in a repr or a log
     metrics_token: str = field(default="", repr=False)
+    # `simbridge serve` listens with TLS (https://, wss://) when both are set: PEM files, read
+    # again on SIGHUP or when they change, so a renewed certificate needs no restart
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Webhooks (contract §9)
+    webhook_allow_private: bool = False  # true: private, loopback, link-local targets allowed
+    webhook_timeout_seconds: float = 10.0  # a try without a 2xx by then failed
+    webhook_first_retry_seconds: float = 30.0  # the first retry, then exponential with jitter
+    webhook_max_retry_interval_seconds: float = 3600.0
+    webhook_retry_for_seconds: float = 24 * 3600.0  # then the delivery is given up
+    webhook_queue_size: int = 1000  # pending deliveries per webhook; the oldest are dropped
+    webhook_concurrency: int = 4  # tries in flight per webhook
+    max_webhooks_per_user: int = 20
     clock: Clock = field(default=utc_now, compare=False, repr=False)
 
     @property
@@ -149,6 +162,7 @@ class Settings:
                 found.append(f"SIMBRIDGE_{name.upper()} must be greater than 0")
         if metrics_problem := _metrics_token_problem(self.metrics_token):
             found.append(metrics_problem)
+        found.extend(_tls_problems(self.tls_cert, self.tls_key))
         if self.heartbeat_seconds >= self.node_ttl_seconds:
             found.append(
                 "SIMBRIDGE_HEARTBEAT_SECONDS must be shorter than SIMBRIDGE_NODE_TTL_SECONDS "
@@ -200,10 +214,33 @@ _POSITIVE = (
     "max_live_codes_per_host",
     "max_live_codes_per_user",
     "max_json_depth",
+    "webhook_timeout_seconds",
+    "webhook_first_retry_seconds",
+    "webhook_max_retry_interval_seconds",
+    "webhook_retry_for_seconds",
+    "webhook_queue_size",
+    "webhook_concurrency",
+    "max_webhooks_per_user",
 )
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _URL_SCHEMES = ("sqlite://", "postgres://", "postgresql://", "psycopg://", "asyncpg://")
 _UNPREFIXED = ("jwt_secret", "db_path", "database_url", "host", "port", "redis_url")
+
+
+def _tls_problems(cert: str, key: str) -> list[str]:
+    """Both files or neither, and each one readable (its content is checked when loaded)."""
+    if not cert and not key:
+        return []
+    if not cert or not key:
+        return ["SIMBRIDGE_TLS_CERT and SIMBRIDGE_TLS_KEY must be set together (PEM files)"]
+    found = []
+    for name, path in (("SIMBRIDGE_TLS_CERT", cert), ("SIMBRIDGE_TLS_KEY", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            found.append(f"{name}: cannot read {path}: {exc.strerror or exc}")
+    return found
 
 
 def too_many_workers(broker: str, workers: int) -> str | None:

@@ -220,3 +220,40 @@ def test_serve_with_bad_port_variable_exits_2_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_validate_refuses_a_tls_certificate_without_its_key(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {"JWT_SECRET": LONG_SECRET, "SIMBRIDGE_TLS_CERT": str(cert)}
+    with pytest.raises(ConfigError, match="must be set together"):
+        validate(load_settings(env, env_file=""))
+
+
+def test_validate_names_an_unreadable_tls_file(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    missing = tmp_path / "missing-key.pem"
+    env = {
+        "JWT_SECRET": LONG_SECRET,
+        "SIMBRIDGE_TLS_CERT": str(cert),
+        "SIMBRIDGE_TLS_KEY": str(missing),
+    }
+    with pytest.raises(ConfigError) as refused:
+        validate(load_settings(env, env_file=""))
+    assert f"SIMBRIDGE_TLS_KEY: cannot read {missing}" in str(refused.value)
+    assert "SIMBRIDGE_TLS_CERT" not in str(refused.value)
+
+
+def test_webhook_settings_are_read_and_must_be_positive() -> None:
+    env = {
+        "JWT_SECRET": LONG_SECRET,
+        "SIMBRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",
+        "SIMBRIDGE_WEBHOOK_FIRST_RETRY_SECONDS": "0.05",
+    }
+    settings = validate(load_settings(env, env_file=""))
+    assert settings.webhook_allow_private is True
+    assert settings.webhook_first_retry_seconds == 0.05
+    env["SIMBRIDGE_WEBHOOK_CONCURRENCY"] = "0"
+    with pytest.raises(ConfigError, match="SIMBRIDGE_WEBHOOK_CONCURRENCY must be greater than 0"):
+        validate(load_settings(env, env_file=""))
