@@ -27,6 +27,7 @@ DEFAULT_BLUEPRINTS = (
     "blueprints.pairing",
     "blueprints.commands",
     "blueprints.history",
+    "blueprints.webhooks",
     "blueprints.websockets",
     "blueprints.health",
     "blueprints.metrics",

@@ -94,6 +94,7 @@ class Counts:
         "latency_buckets",
         "latency_sum",
         "latency_countdown",
+        "webhooks_dropped",
     )
 
     def __init__(self) -> None:
@@ -104,6 +105,10 @@ class Counts:
         self.latency_buckets: list[int] = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_countdown = LATENCY_SAMPLE_EVERY
+        self.webhooks_dropped = 0  # deliveries dropped from a full webhook queue
+
+    def webhook_dropped(self) -> None:
+        self.webhooks_dropped += 1
 
     def observe_latency(self, seconds: float) -> None:
         self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
@@ -134,6 +139,7 @@ class Snapshot:
     http: dict[tuple[str, str], int] = field(default_factory=dict)
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
+    webhooks_dropped: int = 0
 
     @classmethod
     def take(cls, counts: Counts, connections: dict[str, int], log_queue_rows: int) -> Snapshot:
@@ -145,6 +151,7 @@ class Snapshot:
             http=dict(counts.http),
             latency_buckets=list(counts.latency_buckets),
             latency_sum=counts.latency_sum,
+            webhooks_dropped=counts.webhooks_dropped,
         )
 
     def add(self, other: Snapshot, *, gauges: bool = True) -> None:
@@ -155,6 +162,7 @@ class Snapshot:
         _add_into(self.relayed, other.relayed)
         _add_into(self.errors, other.errors)
         _add_into(self.http, other.http)
+        self.webhooks_dropped += other.webhooks_dropped
         if len(other.latency_buckets) == len(self.latency_buckets):
             for index, count in enumerate(other.latency_buckets):
                 self.latency_buckets[index] += count
@@ -169,6 +177,7 @@ class Snapshot:
             "http": [[route, status, count] for (route, status), count in self.http.items()],
             "latency_buckets": self.latency_buckets,
             "latency_sum": self.latency_sum,
+            "webhooks_dropped": self.webhooks_dropped,
         }
         return json.dumps(data).encode()
 
@@ -183,6 +192,7 @@ class Snapshot:
             http={(str(r), str(s)): int(c) for r, s, c in data["http"]},
             latency_buckets=[int(c) for c in data["latency_buckets"]],
             latency_sum=float(data["latency_sum"]),
+            webhooks_dropped=int(data.get("webhooks_dropped", 0)),
         )
 
 
@@ -244,6 +254,11 @@ class SimBridgeCollector(Collector):
             "simbridge_log_queue_rows",
             "Message-log rows (and command-state changes) queued for the database writer",
             value=now.log_queue_rows,
+        )
+        yield CounterMetricFamily(
+            "simbridge_webhook_deliveries_dropped",
+            "Webhook deliveries dropped, oldest first, because their webhook's queue was full",
+            value=now.webhooks_dropped,
         )
 
     @staticmethod

@@ -162,3 +162,42 @@ class CommandRecord(Model):
 
     class Meta:
         table = "commands"
+
+
+class Webhook(Model):
+    """An account's receiver of its hosts' event frames (contract §9). `events` is a JSON list
+    of event names, `["*"]` for all; `secret` signs the bodies, so it is kept as given."""
+
+    id = fields.IntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="webhooks", on_delete=fields.CASCADE
+    )
+    url = fields.CharField(max_length=2048)
+    events = fields.TextField()
+    secret = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    user_id: int
+
+    class Meta:
+        table = "webhooks"
+
+
+class WebhookDelivery(Model):
+    """A delivery whose first try failed: retried at `next_attempt_at`, resumed after a
+    restart, deleted once delivered or given up. `body` is the exact JSON that is signed."""
+
+    id = fields.BigIntField(primary_key=True)
+    delivery_id = fields.CharField(max_length=32, unique=True)
+    webhook: fields.ForeignKeyRelation[Webhook] = fields.ForeignKeyField(
+        "models.Webhook", related_name="deliveries", on_delete=fields.CASCADE
+    )
+    body = fields.TextField()
+    attempts = fields.IntField(default=0)
+    created_at = fields.DatetimeField()
+    next_attempt_at = fields.DatetimeField(db_index=True)
+
+    webhook_id: int
+
+    class Meta:
+        table = "webhook_deliveries"

@@ -41,6 +41,7 @@ from simbridge.services.redis_inboxes import RedisInboxes
 from simbridge.services.relay import Relay
 from simbridge.services.retention import RetentionTask
 from simbridge.services.sequences import Sequences
+from simbridge.services.webhook_delivery import Webhooks
 
 # Worker threads (the SQLite log writer, bcrypt) need the GIL back after each call into C; with
 # Python's default of 5 ms a busy event loop made them wait that long every time, and the log
@@ -72,6 +73,7 @@ class Runtime:
     limiter: Limiter
     retention: RetentionTask
     metrics: Metrics
+    webhooks: Webhooks
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -113,6 +115,7 @@ class Runtime:
         limiter = _limiter(settings)
         # With several workers, the main process made a directory where they share their counts
         metrics = Metrics(hub.open_by_type, lambda: writer.queued_rows, share_from_env())
+        webhooks = Webhooks(settings, metrics.counts.webhook_dropped)
         runtime = cls(
             settings=settings,
             hub=hub,
@@ -136,6 +139,7 @@ class Runtime:
                 commands,
                 inboxes,
                 metrics.counts,
+                webhooks,
             ),
             guard=Guard(limiter, settings),
             limiter=limiter,
@@ -147,6 +151,7 @@ class Runtime:
                 exclusive=partial(holding, settings, RETENTION, wait=False),
             ),
             metrics=metrics,
+            webhooks=webhooks,
         )
         await broker.start(hub, runtime.apply)
         writer.start()
@@ -154,6 +159,8 @@ class Runtime:
         last_seen.start()
         runtime.retention.start()
         metrics.start()
+        # Several processes: each catches up with webhooks created in another every few seconds
+        await webhooks.start(reload=settings.broker == "redis")
         if settings.gc_freeze:
             # What start-up built lives as long as the server: keep it out of every collection,
             # so a full one (a reconnect storm makes a few) does not walk it each time (storm of
@@ -213,6 +220,7 @@ class Runtime:
     async def stop(self) -> None:
         """After the sockets: background tasks, the broker, the writers (flushed), the
         database."""
+        await self.webhooks.stop()  # stores the deliveries still pending
         await self.retention.stop()
         await self.metrics.stop()
         if self.inboxes is not None:

@@ -207,3 +207,28 @@ class HealthChecks(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: HealthChecks
+
+
+# --- webhooks (contract §9) -------------------------------------------------------------------
+EventName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^(\*|[A-Za-z0-9_.:-]+)$")]
+
+
+class WebhookCreate(Body):
+    """`events`: values of the event frames' `event` field; `["*"]` means every event."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")]
+    events: Annotated[list[EventName], Field(min_length=1, max_length=64)]
+
+
+class WebhookCreated(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    secret: str  # shown only here
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    created_at: datetime

@@ -93,6 +93,7 @@ async def test_every_metric_of_the_contract_is_there_with_its_type(http: httpx.A
         "simbridge_relay_latency_seconds": "histogram",
         "simbridge_http_requests": "counter",
         "simbridge_log_queue_rows": "gauge",
+        "simbridge_webhook_deliveries_dropped": "counter",  # docs/webhooks.md
     }
     # HELP is written for each (docs/metrics.md says more)
     assert reply.text.count("# HELP simbridge_") == len(types)

@@ -26,6 +26,9 @@ ENDPOINTS = [
     ("/sims", "get", False, {401, 403, 404, 422, 503}),
     ("/commands/{req_id}", "get", False, {401, 404}),
     ("/history", "get", False, {401, 404, 422}),
+    ("/webhooks", "post", True, {400, 401, 409, 413, 422}),
+    ("/webhooks", "get", False, {401}),
+    ("/webhooks/{webhook_id}", "delete", False, {401, 404}),
 ]
 PUBLIC = {"/auth/register", "/auth/login"}
 

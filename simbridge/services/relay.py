@@ -50,6 +50,7 @@ from simbridge.services.presence import Presence
 from simbridge.services.redis_inboxes import RedisInboxes
 from simbridge.services.replay import go_live, replay_inbox, replay_kept
 from simbridge.services.sequences import Sequences
+from simbridge.services.webhook_delivery import Webhooks
 
 log = logging.getLogger("simbridge.relay")
 # The asker remembered for a REST command whose caller waits: its answers go to every client,
@@ -88,6 +89,7 @@ class Relay:
         commands: Commands,
         inboxes: RedisInboxes | None = None,
         counts: Counts | None = None,
+        webhooks: Webhooks | None = None,
     ) -> None:
         """Frames are kept (contract §6) with `sequences` in one process (memory broker), with
         `inboxes` across processes (Redis broker); one of them at most is given. `counts` are
@@ -105,6 +107,9 @@ class Relay:
         self._relayed = counts.relayed  # msg_type -> frames handed to a recipient
         self._errors = counts.errors  # error -> error replies
         self._answers = Answers()
+        # Accounts with webhooks (contract §9): one dict lookup per event frame of a host
+        self._webhook_users = webhooks.users if webhooks is not None else {}
+        self._webhooks = webhooks
         self._presence = Presence(hub, broker, directory)
         self._buckets: dict[int, TokenBucket] = {}  # per device: reconnecting does not refill
 
@@ -352,6 +357,9 @@ class Relay:
             return protocol.too_deep(self._settings.max_json_depth)
         kind = frame.get("type")
         if kind == COMMAND or kind == EVENT:
+            if kind == EVENT and session.user_id in self._webhook_users:
+                if session.device_type is DeviceType.HOST and self._webhooks is not None:
+                    self._webhooks.offer(session.user_id, session.device_id, frame)
             counts = self._counts
             counts.latency_countdown -= 1
             if counts.latency_countdown:
