@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -280,8 +280,11 @@ async def test_all_events_with_a_star_and_none_after_delete(settings: Settings) 
         assert len(receiver.hits) == 1
 
 
-async def test_a_failed_try_is_retried_with_the_same_delivery_id(settings: Settings) -> None:
-    async with serving(settings, **FAST_RETRIES) as world, receiving(500) as receiver:
+async def test_a_failed_try_is_retried_with_the_same_delivery_id(
+    any_store_settings: Settings,
+) -> None:
+    """On SQLite and PostgreSQL: the stored delivery is written, then deleted once delivered."""
+    async with serving(any_store_settings, **FAST_RETRIES) as world, receiving(500) as receiver:
         http, live = world.http, world.live
         alice = await make_account(http, "alice")
         host = await make_device(http, alice, "host")
@@ -303,6 +306,45 @@ async def test_a_failed_try_is_retried_with_the_same_delivery_id(settings: Setti
                 break
             await asyncio.sleep(0.05)
         assert await WebhookDelivery.all().count() == 0
+
+
+async def test_the_target_is_checked_again_before_every_try(settings: Settings) -> None:
+    """A webhook whose address became private (DNS changed; here: the setting) is not called."""
+    async with serving(settings, **FAST_RETRIES) as world, receiving() as receiver:
+        http, live = world.http, world.live
+        alice = await make_account(http, "alice")
+        host = await make_device(http, alice, "host")
+        await add_webhook(http, alice, receiver.url, ["INCOMING_SMS"])
+        webhooks = live.runtime.webhooks
+        webhooks._settings = replace(webhooks._settings, webhook_allow_private=False)
+        async with socket(live, host) as ws:
+            await send(ws, sms("to a private address"))
+            await receive_until_pong(ws)
+            for _ in range(50):  # refused like a failed try: stored for a retry
+                if await WebhookDelivery.all().count():
+                    break
+                await asyncio.sleep(0.05)
+        assert await WebhookDelivery.all().count() == 1
+        assert receiver.hits == []
+
+
+async def test_deleting_a_webhook_drops_its_pending_deliveries(settings: Settings) -> None:
+    async with serving(settings, **FAST_RETRIES) as world, receiving(500) as receiver:
+        http, live = world.http, world.live
+        alice = await make_account(http, "alice")
+        host = await make_device(http, alice, "host")
+        hook = await add_webhook(http, alice, receiver.url, ["INCOMING_SMS"])
+        async with socket(live, host) as ws:
+            await send(ws, sms("never delivered"))
+            await receiver.until(2)
+        assert await WebhookDelivery.all().count() == 1
+        reply = await http.delete(f"/webhooks/{hook['id']}", headers=alice.headers)
+        assert reply.status_code == 200
+        assert await WebhookDelivery.all().count() == 0
+        tries = len(receiver.hits)
+        await asyncio.sleep(0.5)  # several retry intervals
+        assert len(receiver.hits) <= tries + 1  # at most the try that was in flight
+        assert live.runtime.webhooks.users == {}
 
 
 async def test_a_receiver_that_never_answers_does_not_delay_relaying(
