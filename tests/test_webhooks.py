@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import hmac
 import json
@@ -375,6 +376,39 @@ async def test_a_receiver_that_never_answers_does_not_delay_relaying(
             assert counts.webhooks_dropped >= 40 - 5 - 4
             text = (await http.get("/metrics")).text
             assert "simbridge_webhook_deliveries_dropped_total" in text
+
+
+async def test_a_try_in_flight_at_shutdown_is_stored_and_resumed(settings: Settings) -> None:
+    """Its first try never failed, so only the shutdown writes it; the next server sends it."""
+    changes = {**FAST_RETRIES, "webhook_timeout_seconds": 30.0}
+
+    async def first_server(receiver: Receiver) -> Hit:
+        async with serving(settings, **changes) as world:
+            alice = await make_account(world.http, "alice")
+            host = await make_device(world.http, alice, "host")
+            await add_webhook(world.http, alice, receiver.url, ["INCOMING_SMS"])
+            async with socket(world.live, host) as ws:
+                await send(ws, sms("in flight"))
+                [first] = await receiver.until(1)
+            assert await WebhookDelivery.all().count() == 0  # not failed yet: not stored
+        return first
+
+    async def second_server(receiver: Receiver, first: Hit) -> None:
+        async with serving(settings, **changes):
+            hits = await receiver.until(2)
+            assert hits[1].headers["x-simbridge-delivery"] == first.json["delivery_id"]
+            assert hits[1].body == first.body
+            for _ in range(50):
+                if not await WebhookDelivery.all().count():
+                    break
+                await asyncio.sleep(0.05)
+            assert await WebhookDelivery.all().count() == 0
+
+    async with receiving(None) as receiver:
+        # each server in a task of its own: Tortoise keeps its state in a context variable
+        first = await asyncio.create_task(first_server(receiver), context=contextvars.Context())
+        receiver.status = 200
+        await asyncio.create_task(second_server(receiver, first), context=contextvars.Context())
 
 
 async def test_pending_deliveries_survive_a_restart(servers: Servers) -> None:
