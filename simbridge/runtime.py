@@ -41,6 +41,7 @@ from simbridge.services.redis_inboxes import RedisInboxes
 from simbridge.services.relay import Relay
 from simbridge.services.retention import RetentionTask
 from simbridge.services.sequences import Sequences
+from simbridge.services.webhook_delivery import RESUMER as WEBHOOK_RESUMER
 from simbridge.services.webhook_delivery import Webhooks
 
 # Worker threads (the SQLite log writer, bcrypt) need the GIL back after each call into C; with
@@ -159,8 +160,13 @@ class Runtime:
         last_seen.start()
         runtime.retention.start()
         metrics.start()
-        # Several processes: each catches up with webhooks created in another every few seconds
-        await webhooks.start(reload=settings.broker == "redis")
+        # Several processes: each catches up with webhooks created in another every few seconds,
+        # and only one of them resumes the stored deliveries.
+        several = settings.broker == "redis"
+        await webhooks.start(
+            reload=several,
+            resumer=partial(holding, settings, WEBHOOK_RESUMER, wait=False) if several else None,
+        )
         if settings.gc_freeze:
             # What start-up built lives as long as the server: keep it out of every collection,
             # so a full one (a reconnect storm makes a few) does not walk it each time (storm of

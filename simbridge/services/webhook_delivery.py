@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,7 @@ import httpx
 import orjson
 
 from simbridge.config import Settings
+from simbridge.db_locks import DatabaseLock
 from simbridge.models import Webhook, WebhookDelivery
 from simbridge.services.webhook_targets import TargetRefused, check_target
 
@@ -41,6 +43,8 @@ log = logging.getLogger("simbridge.webhooks")
 
 ALL_EVENTS = "*"
 RELOAD_SECONDS = 5.0  # with several processes: how soon one sees another's new webhook
+# With several processes, the one holding this (for its lifetime) resumes the stored deliveries
+RESUMER = DatabaseLock("webhooks", 0x5B_0003)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -101,13 +105,26 @@ class Webhooks:
         self._targets: dict[int, Target] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._reloader: asyncio.Task[None] | None = None
+        self._held = AsyncExitStack()
 
     # --- life -------------------------------------------------------------------------------
-    async def start(self, reload: bool = False) -> None:
+    async def start(
+        self,
+        reload: bool = False,
+        resumer: Callable[[], AbstractAsyncContextManager[bool]] | None = None,
+    ) -> None:
         """Load every webhook and resume the stored deliveries; with `reload` (several
-        processes), look for webhooks created or deleted elsewhere every few seconds."""
+        processes), look for webhooks created or deleted elsewhere every few seconds. With
+        `resumer` (a lock), only the process that gets it resumes, and holds it until it stops:
+        workers that start together do not all send the same stored deliveries."""
         for webhook in await Webhook.all():
             self.add(webhook)
+        if resumer is None or await self._held.enter_async_context(resumer()):
+            await self._resume()
+        if reload:
+            self._reloader = asyncio.create_task(self._reload_forever())
+
+    async def _resume(self) -> None:
         now = time.time()
         loop = asyncio.get_running_loop()
         rows = await WebhookDelivery.all().order_by("id")
@@ -129,8 +146,6 @@ class Webhooks:
             )
         if rows:
             log.info("webhooks: resumed %d pending deliveries", len(rows))
-        if reload:
-            self._reloader = asyncio.create_task(self._reload_forever())
 
     async def stop(self) -> None:
         """Stop every worker, then store the deliveries still pending in memory."""
@@ -168,6 +183,7 @@ class Webhooks:
                 log.exception("webhooks: could not store %d pending deliveries", len(unstored))
         self._targets.clear()
         self.users.clear()
+        await self._held.aclose()
 
     # --- webhooks ---------------------------------------------------------------------------
     def add(self, webhook: Webhook) -> None:
