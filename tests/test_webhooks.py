@@ -372,6 +372,8 @@ async def test_a_receiver_that_never_answers_does_not_delay_relaying(
                 await healthy.until(41)
             assert slowest < 0.5, slowest
             assert len(silent.hits) <= 4  # its concurrency: the rest wait (or were dropped)
+            for target in live.runtime.webhooks.targets_of(alice.user_id):
+                assert len(target.pending) <= 5 and len(target.ready) <= 10
             counts = live.runtime.metrics.counts
             assert counts.webhooks_dropped >= 40 - 5 - 4
             text = (await http.get("/metrics")).text

@@ -286,11 +286,15 @@ class Webhooks:
         while len(target.pending) >= limit:
             oldest = target.pending.pop(next(iter(target.pending)))
             self._finish(target, oldest)
+            if target.ready and target.ready[0] is oldest:
+                target.ready.popleft()
             self._count_dropped()
             log.warning(
                 "webhook %d: queue full, dropped delivery %s", target.id, oldest.delivery_id
             )
         target.pending[delivery.delivery_id] = delivery
+        if len(target.ready) > 2 * limit:  # dropped ones not at its head: keep it bounded
+            target.ready = deque(queued for queued in target.ready if not queued.done)
 
     # --- delivering -------------------------------------------------------------------------
     async def _work(self, target: Target) -> None:
