@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
+import signal
 import sys
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
@@ -19,6 +22,7 @@ from sanic.worker.loader import AppLoader
 from simbridge.backup import STEP_PAGES, BackupError, Copied, backup, restore
 from simbridge.config import ConfigError, Settings, load_settings, validate
 from simbridge.db import apply_migrations
+from simbridge.web.tls import SimBridgeCertLoader, TlsError, build_context
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,9 +99,14 @@ def _positive(raw: str) -> int:
 
 def serve_forever(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; one worker runs in this very process (no manager process)."""
-    from simbridge.app import create_app
-
-    loader = AppLoader(factory=partial(create_app, settings))
+    tls = bool(settings.tls_cert and settings.tls_key)
+    if tls:
+        try:  # config checked that the files are readable; this checks that they are a pair
+            build_context(settings.tls_cert, settings.tls_key)
+        except TlsError as exc:
+            print(f"simbridge: {exc}", file=sys.stderr)  # noqa: T201
+            return 2
+    loader = AppLoader(factory=partial(_create_app, settings))
     app = loader.load()
     single = settings.workers == 1
     app.prepare(
@@ -108,14 +117,49 @@ def serve_forever(settings: Settings) -> int:
         access_log=False,
         motd=False,
         backlog=settings.backlog,
+        # Paths (picklable, for worker processes); each process builds its own context with
+        # SimBridgeCertLoader, which keeps it for reloading.
+        ssl={"cert": settings.tls_cert, "key": settings.tls_key} if tls else None,
     )
-    where = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if tls else "http"
+    where = f"{scheme}://{settings.host}:{settings.port}"
     logging.getLogger("simbridge").info("listening on %s (API docs at %s/docs)", where, where)
     if single:
         Sanic.serve_single(primary=app)
     else:
+        if tls:  # the manager passes SIGHUP on to its workers, which reload their certificate
+            signal.signal(signal.SIGHUP, _forward_to_workers)
         Sanic.serve(primary=app, app_loader=loader)
     return 0
+
+
+def _create_app(settings: Settings) -> Sanic[Any, Any]:
+    """The app of every server process; with TLS, its context comes from SimBridgeCertLoader
+    and is refreshed from the files (simbridge.web.tls)."""
+    from simbridge.app import create_app
+
+    app = create_app(settings)
+    if settings.tls_cert and settings.tls_key:
+        app.certloader_class = SimBridgeCertLoader
+        app.before_server_start(_start_tls_reloader)
+        app.after_server_stop(_stop_tls_reloader)
+    return app
+
+
+async def _start_tls_reloader(app: Sanic[Any, Any]) -> None:
+    if (reloader := getattr(app.ctx, "tls", None)) is not None:
+        reloader.start(asyncio.get_running_loop())
+
+
+async def _stop_tls_reloader(app: Sanic[Any, Any]) -> None:
+    if (reloader := getattr(app.ctx, "tls", None)) is not None:
+        await reloader.stop()
+
+
+def _forward_to_workers(signum: int, _frame: object) -> None:
+    for child in multiprocessing.active_children():
+        if child.pid is not None:
+            os.kill(child.pid, signum)
 
 
 def _log_to_stderr() -> None:
