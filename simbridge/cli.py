@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -22,6 +22,7 @@ from sanic.worker.loader import AppLoader
 from simbridge.backup import STEP_PAGES, BackupError, Copied, backup, restore
 from simbridge.config import ConfigError, Settings, load_settings, validate
 from simbridge.db import apply_migrations
+from simbridge.web.sanic_compat import server_worker_pids
 from simbridge.web.tls import SimBridgeCertLoader, TlsError, build_context
 
 
@@ -138,6 +139,8 @@ def _create_app(settings: Settings) -> Sanic[Any, Any]:
     and is refreshed from the files (simbridge.web.tls)."""
     from simbridge.app import create_app
 
+    if not logging.getLogger("simbridge").handlers:  # a worker process started by Sanic
+        _log_to_stderr()
     app = create_app(settings)
     if settings.tls_cert and settings.tls_key:
         app.certloader_class = SimBridgeCertLoader
@@ -157,9 +160,9 @@ async def _stop_tls_reloader(app: Sanic[Any, Any]) -> None:
 
 
 def _forward_to_workers(signum: int, _frame: object) -> None:
-    for child in multiprocessing.active_children():
-        if child.pid is not None:
-            os.kill(child.pid, signum)
+    for pid in server_worker_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def _log_to_stderr() -> None:

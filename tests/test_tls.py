@@ -28,6 +28,7 @@ from tests.processes import (
     run_cli,
     server_env,
 )
+from tests.redis_server import REDIS_URL, delete_keys, require_redis, unique_prefix
 
 WAIT = 10.0  # the longest any reload may take to show
 
@@ -241,3 +242,45 @@ def test_certificate_and_key_that_do_not_match_stop_start_up(tmp_path: Path, fil
     assert code == 2, stderr
     assert "not a valid PEM certificate and matching private key" in stderr, stderr
     assert str(files.cert) in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.postgres
+async def test_every_worker_serves_tls_and_reloads_on_sighup(
+    tls_servers: TlsServers, files: Files, ca: trustme.CA, postgres_url: str
+) -> None:
+    """`serve --workers 2`: each worker builds its own context from the files; SIGHUP to the
+    main process reaches both workers, so every new connection, whichever worker takes it,
+    gets the renewed certificate."""
+    await require_redis()
+    prefix = unique_prefix()
+    try:
+        server = await tls_servers.start(
+            (*SIMBRIDGE_SERVE, "--workers", "2"),
+            **files.env,
+            DATABASE_URL=postgres_url,
+            SIMBRIDGE_BROKER="redis",
+            REDIS_URL=REDIS_URL,
+            SIMBRIDGE_REDIS_PREFIX=prefix,
+            SIMBRIDGE_TLS_POLL_SECONDS="3600",  # only SIGHUP can reload within this test
+        )
+        deadline = time.monotonic() + START_LIMIT
+        while server.log().count("Worker ready") < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert server.log().count("Worker ready") == 2, server.log()
+        other_ca = trustme.CA()
+        renewed = other_ca.issue_cert("127.0.0.1")
+        files.put(renewed)
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + WAIT
+        while server.log().count("TLS certificate reloaded (SIGHUP)") < 2:
+            assert time.monotonic() < deadline, server.log()
+            await asyncio.sleep(0.1)
+        both = trusting(ca, other_ca)
+        for _ in range(16):  # new connections, spread over the workers by the kernel
+            assert await asyncio.to_thread(served_cert, server.port, both) == leaf_der(renewed)
+        base = f"https://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base, verify=trusting(other_ca), timeout=5) as http:
+            assert (await http.get("/health")).status_code == 200
+        assert server.process.returncode is None
+    finally:
+        await delete_keys(REDIS_URL, prefix)

@@ -11,6 +11,7 @@ in production. Raise a pin only once that test and the socket tests pass.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Coroutine
 from typing import Any
 
@@ -20,6 +21,8 @@ from sanic.server.protocols.base_protocol import SanicProtocol
 from sanic.server.protocols.http_protocol import HttpProtocol
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.server.websockets.impl import WebsocketImplProtocol
+from sanic.worker.loader import CertLoader as CertLoader  # the base of SimBridgeCertLoader
+from sanic.worker.process import Worker, WorkerProcess
 from sanic_routing import Route
 from websockets.frames import Frame
 
@@ -50,6 +53,13 @@ INTERNALS: dict[tuple[type, str], str] = {
     (WebSocketProtocol, "websocket_handshake"): "SimBridgeProtocol switches the socket class",
     (WebSocketProtocol, "connection_lost"): "SimBridgeProtocol cancels the timeout timer",
     (ErrorHandler, "log"): "RedactingErrorHandler logs no query string",
+    # `Sanic(certloader_class=...)`: Sanic's worker_serve calls `load(app)` in every server
+    # process (one or --workers N) for the TLS context; SimBridgeCertLoader (simbridge.web.tls)
+    # overrides it to keep that context for reloading.
+    (CertLoader, "load"): "SimBridgeCertLoader builds each process's TLS context",
+    # How Sanic names its server worker processes (as Sanic's own worker_serve checks it).
+    (Worker, "WORKER_PREFIX"): "server_worker_pids: the start of a server worker's name",
+    (WorkerProcess, "SERVER_LABEL"): "server_worker_pids: the kind in a server worker's name",
 }
 
 
@@ -104,3 +114,14 @@ def is_websocket_route(route: Route) -> bool:
 def connection_protocol(request: Request) -> object:
     """The asyncio protocol serving the request's connection."""
     return request.transport.get_protocol()
+
+
+def server_worker_pids() -> list[int]:
+    """The PIDs of the server workers that Sanic's manager (this process) started: not its
+    multiprocessing manager or other helper processes, which a signal must not reach."""
+    prefix = "-".join([Worker.WORKER_PREFIX, WorkerProcess.SERVER_LABEL])
+    return [
+        child.pid
+        for child in multiprocessing.active_children()
+        if child.pid is not None and child.name.startswith(prefix)
+    ]

@@ -19,7 +19,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from sanic.worker.loader import CertLoader
+from simbridge.web.sanic_compat import CertLoader
 
 log = logging.getLogger("simbridge.tls")
 
