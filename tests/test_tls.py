@@ -18,7 +18,7 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 
-from tests.helpers import assert_relays, make_account, make_pair, receive
+from tests.helpers import Device, assert_relays, make_account, make_pair, receive
 from tests.processes import (
     SIMBRIDGE_SERVE,
     START_LIMIT,
@@ -166,25 +166,47 @@ async def test_plain_http_to_the_tls_port_fails(tls_servers: TlsServers, files: 
     assert server.process.returncode is None
 
 
+def wss(server: ServerProcess, device: Device, context: ssl.SSLContext) -> connect:
+    url = f"wss://127.0.0.1:{server.port}/ws/{device.type}/{device.id}?token={device.owner.token}"
+    return connect(url, ssl=context, open_timeout=5, close_timeout=2)
+
+
 @pytest.mark.parametrize("how", ["SIGHUP", "poll"])
 async def test_renewed_certificate_is_served_without_restart(
     tls_servers: TlsServers, files: Files, ca: trustme.CA, how: str
 ) -> None:
+    """New connections get the new certificate; sockets opened before carry on relaying."""
     server = await start(tls_servers, files)
     before = await asyncio.to_thread(served_cert, server.port, trusting(ca))
-    other_ca = trustme.CA()
-    renewed = other_ca.issue_cert("127.0.0.1", "renewed.example")
-    both = trusting(ca, other_ca)
-    files.put(renewed)
-    if how == "SIGHUP":
-        server.process.send_signal(signal.SIGHUP)
-    assert await eventually_served(server.port, both, leaf_der(renewed)), server.log()
-    assert before != leaf_der(renewed)
-    assert "TLS certificate reloaded" in server.log()
-    # New connections are verified against the new CA only: https keeps working.
     base = f"https://127.0.0.1:{server.port}"
-    async with httpx.AsyncClient(base_url=base, verify=trusting(other_ca), timeout=5) as http:
-        assert (await http.get("/health")).status_code == 200
+    async with httpx.AsyncClient(base_url=base, verify=trusting(ca), timeout=5) as http:
+        pair = await make_pair(http, await make_account(http, "renewal-owner"))
+    async with (
+        wss(server, pair.host, trusting(ca)) as host_ws,
+        wss(server, pair.client, trusting(ca)) as client_ws,
+    ):
+        assert (await receive(host_ws))["type"] == "connected"
+        assert (await receive(client_ws))["type"] == "connected"
+        other_ca = trustme.CA()
+        renewed = other_ca.issue_cert("127.0.0.1", "renewed.example")
+        files.put(renewed)
+        if how == "SIGHUP":
+            server.process.send_signal(signal.SIGHUP)
+        both = trusting(ca, other_ca)
+        assert await eventually_served(server.port, both, leaf_der(renewed)), server.log()
+        assert before != leaf_der(renewed)
+        assert (
+            f"TLS certificate reloaded ({'SIGHUP' if how == 'SIGHUP' else 'the files changed'})"
+            in server.log()
+        )
+        await assert_relays(host_ws, client_ws, "across-the-renewal")
+        # New connections are verified against the new CA only.
+        async with httpx.AsyncClient(base_url=base, verify=trusting(other_ca), timeout=5) as http:
+            assert (await http.get("/health")).status_code == 200
+        await host_ws.close()
+        async with wss(server, pair.host, trusting(other_ca)) as again:
+            assert await receive(again) == {"type": "connected", "device_id": pair.host.id}
+            await assert_relays(again, client_ws, "after-the-renewal")
     assert server.process.returncode is None
 
 
