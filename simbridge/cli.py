@@ -143,6 +143,9 @@ def _create_app(settings: Settings) -> Sanic[Any, Any]:
         _log_to_stderr()
     app = create_app(settings)
     if settings.tls_cert and settings.tls_key:
+        # Until the server's loop handles SIGHUP, one (a renewal) must not end the process.
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to guard
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         app.certloader_class = SimBridgeCertLoader
         app.before_server_start(_start_tls_reloader)
         app.after_server_stop(_stop_tls_reloader)

@@ -125,8 +125,11 @@ class CertReloader:
     async def _watch(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            if _signature((self.cert, self.key)) != self._seen:
-                self.reload("the files changed")
+            try:
+                if _signature((self.cert, self.key)) != self._seen:
+                    self.reload("the files changed")
+            except Exception:  # keep watching whatever happened: the old pair is still served
+                log.exception("TLS: checking %s and %s failed", self.cert, self.key)
 
 
 class SimBridgeCertLoader(CertLoader):
