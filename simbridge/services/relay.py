@@ -360,18 +360,18 @@ class Relay:
             if kind == EVENT and session.user_id in self._webhook_users:
                 if session.device_type is DeviceType.HOST and self._webhooks is not None:
                     self._webhooks.offer(session.user_id, session.device_id, frame)
+            routing = (
+                self._route_command(session, frame, raw)
+                if kind == COMMAND
+                else self._route_event(session.device_id, frame, raw)
+            )
             counts = self._counts
             counts.latency_countdown -= 1
             if counts.latency_countdown:
-                if kind == COMMAND:
-                    return await self._route_command(session, frame, raw)
-                return await self._route_event(session.device_id, frame, raw)
+                return await routing
             counts.latency_countdown = LATENCY_SAMPLE_EVERY
             started = perf_counter()
-            if kind == COMMAND:
-                reply = await self._route_command(session, frame, raw)
-            else:
-                reply = await self._route_event(session.device_id, frame, raw)
+            reply = await routing
             if reply is None:  # relayed: the time it took is the relay's latency
                 counts.observe_latency(perf_counter() - started)
             return reply
