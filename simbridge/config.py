@@ -100,6 +100,7 @@ class Settings:
     # again on SIGHUP or when they change, so a renewed certificate needs no restart
     tls_cert: str = ""
     tls_key: str = ""
+    tls_poll_seconds: float = 5.0  # how often the files are checked for a change
     # Webhooks (contract §9)
     webhook_allow_private: bool = False  # true: private, loopback, link-local targets allowed
     webhook_timeout_seconds: float = 10.0  # a try without a 2xx by then failed
@@ -214,6 +215,7 @@ _POSITIVE = (
     "max_live_codes_per_host",
     "max_live_codes_per_user",
     "max_json_depth",
+    "tls_poll_seconds",
     "webhook_timeout_seconds",
     "webhook_first_retry_seconds",
     "webhook_max_retry_interval_seconds",

@@ -1,11 +1,12 @@
 """TLS without a proxy: `simbridge serve` with SIMBRIDGE_TLS_CERT / SIMBRIDGE_TLS_KEY.
 
 Every server process builds one `ssl.SSLContext` (TLS 1.2 or later, the standard library's
-server defaults) and keeps it for its lifetime. The files are read again on SIGHUP and when their
-mtime, size or inode changes (polled every `poll_seconds()`): a new pair that loads is put into
-the same context, so new handshakes present it while open connections carry on; a pair that does
-not load is logged and the old one kept. A new pair is first loaded into a scratch context, so a
-certificate that does not match its key never half-replaces the served one.
+server defaults) and keeps it for its lifetime. The files are read again on SIGHUP and when
+their mtime, size or inode changes (checked every `SIMBRIDGE_TLS_POLL_SECONDS`): a new pair
+that loads is put into the same context, so new handshakes present it while open connections
+carry on; a pair that does not load is logged and the old one kept. A new pair is first loaded
+into a scratch context, so a certificate that does not match its key never half-replaces the
+served one.
 """
 
 from __future__ import annotations
@@ -23,22 +24,9 @@ from simbridge.web.sanic_compat import CertLoader
 
 log = logging.getLogger("simbridge.tls")
 
-POLL_SECONDS = 5.0
-# Tests turn the poll down; operators have SIGHUP for an immediate reload.
-POLL_ENV = "SIMBRIDGE_TLS_POLL_SECONDS"
-
 
 class TlsError(Exception):
     """The certificate or key cannot be served; the message names the file."""
-
-
-def poll_seconds() -> float:
-    raw = os.environ.get(POLL_ENV, "")
-    try:
-        value = float(raw) if raw else POLL_SECONDS
-    except ValueError:
-        return POLL_SECONDS
-    return value if value > 0 else POLL_SECONDS
 
 
 def new_context() -> ssl.SSLContext:
@@ -91,9 +79,10 @@ def _signature(paths: tuple[str, str]) -> tuple[Any, ...]:
 class CertReloader:
     """Serves one context and refreshes it from the files (see the module's docstring)."""
 
-    def __init__(self, cert: str, key: str) -> None:
+    def __init__(self, cert: str, key: str, poll_seconds: float) -> None:
         self.cert = cert
         self.key = key
+        self._poll_seconds = poll_seconds
         self._seen = _signature((cert, key))
         self.context = build_context(cert, key)
         self._task: asyncio.Task[None] | None = None
@@ -114,7 +103,7 @@ class CertReloader:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
-        self._task = loop.create_task(self._watch(poll_seconds()))
+        self._task = loop.create_task(self._watch(self._poll_seconds))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -141,6 +130,6 @@ class SimBridgeCertLoader(CertLoader):
 
     def load(self, app: Any) -> ssl.SSLContext:
         settings = app.ctx.settings
-        reloader = CertReloader(settings.tls_cert, settings.tls_key)
+        reloader = CertReloader(settings.tls_cert, settings.tls_key, settings.tls_poll_seconds)
         app.ctx.tls = reloader
         return reloader.context
