@@ -31,11 +31,13 @@ async def add_webhook(request: Request) -> HTTPResponse:
     """
     new = parse_body(request, WebhookCreate)
     settings = app_context(request).settings
+    runtime = runtime_of(request)
     created = await webhooks.create_webhook(
         request.ctx.user,
         new.url,
         new.events,
-        runtime_of(request).webhooks,
+        runtime.webhooks,
+        runtime.broker,
         allow_private=settings.webhook_allow_private,
         max_webhooks=settings.max_webhooks_per_user,
     )
@@ -55,5 +57,6 @@ async def get_webhooks(request: Request) -> HTTPResponse:
 @authenticated
 async def delete_webhook(request: Request, webhook_id: int) -> HTTPResponse:
     """Delete a webhook; its pending deliveries are dropped."""
-    await webhooks.delete_webhook(request.ctx.user, webhook_id, runtime_of(request).webhooks)
+    runtime = runtime_of(request)
+    await webhooks.delete_webhook(request.ctx.user, webhook_id, runtime.webhooks, runtime.broker)
     return json({"status": "deleted"})

@@ -21,6 +21,7 @@ from simbridge.hub.control import (
     ForgetPairings,
     ForgetUser,
     WaitedAnswer,
+    WebhooksChanged,
 )
 from simbridge.hub.open_requests import OpenRequests
 from simbridge.hub.redis import RedisBroker
@@ -160,11 +161,9 @@ class Runtime:
         last_seen.start()
         runtime.retention.start()
         metrics.start()
-        # Several processes: each catches up with webhooks created in another every few seconds,
-        # and only one of them resumes the stored deliveries.
+        # Several processes: only one of them resumes the stored deliveries.
         several = settings.broker == "redis"
         await webhooks.start(
-            reload=several,
             resumer=partial(holding, settings, WEBHOOK_RESUMER, wait=False) if several else None,
         )
         if settings.gc_freeze:
@@ -204,6 +203,8 @@ class Runtime:
             await self.relay.commands_queued(control.host_id)
         elif isinstance(control, WaitedAnswer):
             self.relay.answer_waiters(control.host_id, control.req_id, control.event)
+        elif isinstance(control, WebhooksChanged):
+            await self.webhooks.reload(control.user_id)
 
     async def resync(self) -> None:
         """The broker may have lost control messages (Redis was away): forget every cache, and
@@ -211,6 +212,7 @@ class Runtime:
         self.directory.forget_everything()
         self.identities.forget_everything()
         self.device_records.forget_everything()
+        await self.webhooks.reload()
         gone = await no_longer_admitted(self.hub.sessions())
         for code, reason in ((CLOSE_REVOKED, "revoked"), (CLOSE_REMOVED, "device removed")):
             closing = [session for session, why in gone if why == code]

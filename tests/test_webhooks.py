@@ -32,6 +32,7 @@ from tests.helpers import (
     socket,
 )
 from tests.processes import Servers
+from tests.redis_server import REDIS_URL, delete_keys, require_redis, unique_prefix
 
 FAST_RETRIES = {
     "webhook_allow_private": True,
@@ -441,3 +442,44 @@ async def test_pending_deliveries_survive_a_restart(servers: Servers) -> None:
         await asyncio.sleep(0.5)
         assert len(receiver.hits) == tries + 1  # delivered once it got a 2xx
         assert await servers.stop(second) == 0
+
+
+@pytest.mark.postgres
+async def test_a_webhook_created_or_deleted_on_one_process_applies_on_the_other(
+    servers: Servers, postgres_url: str
+) -> None:
+    """Two processes on Redis: a webhook created through A serves B's host at once, and once
+    deleted through A, B sends nothing more (a control message, not a periodic reload)."""
+    await require_redis()
+    prefix = unique_prefix()
+    env = {
+        "DATABASE_URL": postgres_url,
+        "SIMBRIDGE_BROKER": "redis",
+        "REDIS_URL": REDIS_URL,
+        "SIMBRIDGE_REDIS_PREFIX": prefix,
+        "SIMBRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",
+    }
+    try:
+        a = await servers.start(**env)
+        b = await servers.start(**env)
+        async with (
+            receiving(200) as receiver,
+            httpx.AsyncClient(base_url=a.url, timeout=10) as http,
+        ):
+            alice = await make_account(http, "alice")
+            host = await make_device(http, alice, "host")
+            hook = await add_webhook(http, alice, receiver.url, ["INCOMING_SMS"])
+            async with socket(b, host) as ws:
+                await send(ws, sms("through B"))
+                hits = await receiver.until(1, within=2)
+                assert verified(hits[0], hook["secret"])
+                deleted = await http.delete(f"/webhooks/{hook['id']}", headers=alice.headers)
+                assert deleted.status_code == 200
+                await asyncio.sleep(0.3)  # the control message's way through Redis
+                await send(ws, sms("after the delete"))
+                await send(ws, sms("and once more"))
+                await asyncio.sleep(1)
+            assert len(receiver.hits) == 1
+    finally:
+        await servers.stop_all()
+        await delete_keys(REDIS_URL, prefix)

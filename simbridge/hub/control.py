@@ -1,5 +1,5 @@
 """Control messages: what one process asks of every process (revocations, pairing changes,
-queued commands, answers for callers waiting elsewhere).
+queued commands, answers for callers waiting elsewhere, webhook changes).
 
 They are plain data, so a broker can carry them between processes; each process matches them
 against its own sessions and caches (`simbridge.runtime.Runtime.apply`).
@@ -71,4 +71,13 @@ class WaitedAnswer:
     event: str
 
 
-Control = CloseSessions | ForgetPairings | ForgetUser | CommandsQueued | WaitedAnswer
+@dataclass(frozen=True, slots=True)
+class WebhooksChanged:
+    """The user created or deleted a webhook: load the user's webhooks again."""
+
+    user_id: int
+
+
+Control = (
+    CloseSessions | ForgetPairings | ForgetUser | CommandsQueued | WaitedAnswer | WebhooksChanged
+)

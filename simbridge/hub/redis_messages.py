@@ -15,13 +15,21 @@ from simbridge.hub.control import (
     ForgetPairings,
     ForgetUser,
     WaitedAnswer,
+    WebhooksChanged,
 )
 from simbridge.hub.open_requests import MAX_REQ_ID_LENGTH, Asked
 
 _INT_KEY_LIMIT = 10**MAX_REQ_ID_LENGTH  # integer ids with more digits are not correlated
 _CONTROLS: dict[str, Callable[..., Control]] = {
     kind.__name__: kind
-    for kind in (CloseSessions, ForgetPairings, ForgetUser, CommandsQueued, WaitedAnswer)
+    for kind in (
+        CloseSessions,
+        ForgetPairings,
+        ForgetUser,
+        CommandsQueued,
+        WaitedAnswer,
+        WebhooksChanged,
+    )
 }
 
 

@@ -42,7 +42,6 @@ from simbridge.services.webhook_targets import TargetRefused, check_target
 log = logging.getLogger("simbridge.webhooks")
 
 ALL_EVENTS = "*"
-RELOAD_SECONDS = 5.0  # with several processes: how soon one sees another's new webhook
 # With several processes, the one holding this (for its lifetime) resumes the stored deliveries
 RESUMER = DatabaseLock("webhooks", 0x5B_0003)
 
@@ -104,25 +103,19 @@ class Webhooks:
         self.users: dict[int, list[Target]] = {}  # read by the relay: keep it a plain dict
         self._targets: dict[int, Target] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._reloader: asyncio.Task[None] | None = None
         self._held = AsyncExitStack()
 
     # --- life -------------------------------------------------------------------------------
     async def start(
-        self,
-        reload: bool = False,
-        resumer: Callable[[], AbstractAsyncContextManager[bool]] | None = None,
+        self, resumer: Callable[[], AbstractAsyncContextManager[bool]] | None = None
     ) -> None:
-        """Load every webhook and resume the stored deliveries; with `reload` (several
-        processes), look for webhooks created or deleted elsewhere every few seconds. With
-        `resumer` (a lock), only the process that gets it resumes, and holds it until it stops:
-        workers that start together do not all send the same stored deliveries."""
+        """Load every webhook and resume the stored deliveries. With `resumer` (a lock), only
+        the process that gets it resumes, and holds it until it stops: workers that start
+        together do not all send the same stored deliveries."""
         for webhook in await Webhook.all():
             self.add(webhook)
         if resumer is None or await self._held.enter_async_context(resumer()):
             await self._resume()
-        if reload:
-            self._reloader = asyncio.create_task(self._reload_forever())
 
     async def _resume(self) -> None:
         now = time.time()
@@ -149,9 +142,6 @@ class Webhooks:
 
     async def stop(self) -> None:
         """Stop every worker, then store the deliveries still pending in memory."""
-        if self._reloader is not None:
-            self._reloader.cancel()
-            await asyncio.gather(self._reloader, return_exceptions=True)
         targets = list(self._targets.values())
         for target in targets:
             await self._halt(target)
@@ -233,20 +223,19 @@ class Webhooks:
         await asyncio.gather(*target.workers, return_exceptions=True)
         await target.client.aclose()
 
-    async def _reload_forever(self) -> None:
-        while True:
-            await asyncio.sleep(RELOAD_SECONDS)
-            try:
-                await self.reload()
-            except Exception:
-                log.exception("webhooks: reload failed")
-
-    async def reload(self) -> None:
-        """Catch up with webhooks created or deleted by other processes."""
-        rows = await Webhook.all()
+    async def reload(self, user_id: int | None = None) -> None:
+        """Catch up with the webhooks another process created or deleted: the user's
+        (`WebhooksChanged`), or everyone's (after control messages may have been lost)."""
+        rows = await (Webhook.all() if user_id is None else Webhook.filter(user_id=user_id))
         seen = {row.id for row in rows}
-        for webhook_id in [known for known in self._targets if known not in seen]:
-            await self.remove(webhook_id)
+        known = [
+            webhook_id
+            for webhook_id, target in self._targets.items()
+            if user_id is None or target.user_id == user_id
+        ]
+        for webhook_id in known:
+            if webhook_id not in seen:
+                await self.remove(webhook_id)
         for row in rows:
             self.add(row)
 

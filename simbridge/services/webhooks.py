@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 
 from simbridge.errors import LimitReached, NotFound, ValidationFailed
+from simbridge.hub import Broker
+from simbridge.hub.control import WebhooksChanged
 from simbridge.models import User, Webhook, WebhookDelivery, is_stored_id
 from simbridge.services.webhook_delivery import Webhooks, events_of
 from simbridge.services.webhook_targets import TargetRefused, check_target
@@ -23,6 +25,7 @@ async def create_webhook(
     url: str,
     events: list[str],
     webhooks: Webhooks,
+    broker: Broker,
     *,
     allow_private: bool,
     max_webhooks: int,
@@ -41,6 +44,7 @@ async def create_webhook(
         user_id=user.id, url=url, events=orjson.dumps(unique).decode(), secret=secret
     )
     webhooks.add(webhook)
+    await broker.broadcast(WebhooksChanged(user.id))  # every other process loads it too
     return {"id": webhook.id, "url": webhook.url, "events": unique, "secret": secret}
 
 
@@ -52,7 +56,7 @@ async def list_webhooks(user: User) -> list[dict[str, Any]]:
     ]
 
 
-async def delete_webhook(user: User, webhook_id: int, webhooks: Webhooks) -> None:
+async def delete_webhook(user: User, webhook_id: int, webhooks: Webhooks, broker: Broker) -> None:
     """Delete one of `user`'s webhooks with its pending deliveries; anyone else's is 404."""
     if not is_stored_id(webhook_id):
         raise NotFound("Webhook not found")
@@ -63,3 +67,4 @@ async def delete_webhook(user: User, webhook_id: int, webhooks: Webhooks) -> Non
     if not deleted:
         raise NotFound("Webhook not found")
     await webhooks.remove(webhook_id)
+    await broker.broadcast(WebhooksChanged(user.id))

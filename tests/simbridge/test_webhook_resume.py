@@ -22,8 +22,8 @@ async def test_only_the_process_holding_the_lock_resumes(orm_settings: Settings)
     )
     resumer = partial(holding, settings, RESUMER, wait=False)
     first, second = Webhooks(settings, lambda: None), Webhooks(settings, lambda: None)
-    await first.start(reload=True, resumer=resumer)
-    await second.start(reload=True, resumer=resumer)  # the lock is first's: no resume here
+    await first.start(resumer=resumer)
+    await second.start(resumer=resumer)  # the lock is first's: no resume here
     try:
         assert list(first._targets[hook.id].pending) == ["d1"]
         assert list(second._targets[hook.id].pending) == []
@@ -32,7 +32,7 @@ async def test_only_the_process_holding_the_lock_resumes(orm_settings: Settings)
         await second.stop()
         await first.stop()
     third = Webhooks(settings, lambda: None)
-    await third.start(reload=True, resumer=resumer)  # first stopped: the lock is free again
+    await third.start(resumer=resumer)  # first stopped: the lock is free again
     try:
         assert list(third._targets[hook.id].pending) == ["d1"]
     finally:
