@@ -1,0 +1,1 @@
+"""The browser console served at /console: static files shipped in the package."""

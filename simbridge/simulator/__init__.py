@@ -1,0 +1,1 @@
+"""A simulated phone: a host that answers commands like an Android phone, and a small client."""
