@@ -54,6 +54,8 @@ from bench.loadgen import (
     now,
     open_ws,
 )
+from bench.operations import SERVER_ENV as OPERATIONS_ENV
+from bench.operations import operations_on
 from bench.servers import (
     PASSWORD,
     REPO,
@@ -196,6 +198,13 @@ async def _with_servers(
 
 async def scenario_throughput(opts: argparse.Namespace) -> dict[str, Any]:
     async def measure(server: Server, setup: Setup) -> dict[str, Any]:
+        if server.kind == "bare" or not opts.ops:
+            return await round_trips(server, setup)
+        async with operations_on(server, setup, opts.client) as ops:
+            result = await round_trips(server, setup)
+        return {**result, "operations": ops.summary()}
+
+    async def round_trips(server: Server, setup: Setup) -> dict[str, Any]:
         conns = await _open_pairs(server, setup, opts)
         load = RoundTrips(conns, opts.window)
         load.start()
@@ -1434,6 +1443,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="clients on `since=0` sockets (contract §6: frames with seqs, replay first)",
     )
+    parser.add_argument(
+        "--ops",
+        action="store_true",
+        help="throughput with what an operator turns on: /metrics scraped each second and a "
+        "webhook per account with a receiver (bench/operations.py)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     parser.add_argument(
         "--bare-backlog",
@@ -1493,7 +1508,7 @@ def options_for(scenario: str, args: argparse.Namespace) -> argparse.Namespace:
         given = getattr(args, name)
         if given is not None:
             values[name] = given
-    env = {}
+    env = dict(OPERATIONS_ENV) if args.ops else {}
     for item in args.server_env:
         key, _, value = item.partition("=")
         env[key] = value
@@ -1507,6 +1522,7 @@ def options_for(scenario: str, args: argparse.Namespace) -> argparse.Namespace:
         quick=args.quick,
         split=args.split,
         since=args.since,
+        ops=args.ops,
         redis=args.redis,
         db=args.db,
     )

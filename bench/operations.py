@@ -1,0 +1,140 @@
+"""What an operator turns on beside the relay (issue 11): a Prometheus scrape of `/metrics` every
+second, and a webhook per account with a real receiver on loopback.
+
+The webhooks ask for `INCOMING_SMS`, which a side host per account sends at a steady trickle:
+the relay then pays what every event frame of a host costs with webhooks on (the account's
+lookup and the `event` filter, for each of the load's `SIM_INFO` answers), plus real signed
+deliveries over HTTP. A webhook on the load's own events would measure httpx against the relay
+(one POST per round trip), not the relay with webhooks on.
+
+`throughput --ops` uses it; the server needs `SIMBRIDGE_WEBHOOK_ALLOW_PRIVATE=true` (the
+receiver is on 127.0.0.1), which `--ops` adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from bench.loadgen import Ws
+from bench.servers import PairInfo, Server, Setup, host_url, open_checked
+
+SCRAPE_SECONDS = 1.0
+INCOMING_SMS_PER_S = 20.0  # over all side hosts together
+SERVER_ENV = {"SIMBRIDGE_WEBHOOK_ALLOW_PRIVATE": "true"}
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: answers every POST with 200 and counts the deliveries."""
+
+    deliveries: int = 0
+    bad_requests: int = 0
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                if head.startswith(b"POST ") and orjson.loads(body).get("delivery_id"):
+                    self.deliveries += 1
+                else:
+                    self.bad_requests += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        writer.close()
+
+
+@dataclass
+class Operations:
+    """The scrapes, webhooks and side hosts of one run, and what they counted."""
+
+    scrapes: int = 0
+    scrape_failures: int = 0
+    incoming_sent: int = 0
+    receiver: Receiver = field(default_factory=Receiver)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    side_hosts: list[Ws] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "metrics_scrapes": self.scrapes,
+            "metrics_scrape_failures": self.scrape_failures,
+            "webhooks": len(self.side_hosts),
+            "incoming_sms_sent": self.incoming_sent,
+            "webhook_deliveries_received": self.receiver.deliveries,
+            "receiver_bad_requests": self.receiver.bad_requests,
+        }
+
+    async def scrape(self, server: Server) -> None:
+        conn = server.http_conn()
+        while True:
+            status, body = await conn.request("GET", "/metrics")
+            if status == 200 and b"simbridge_" in body:
+                self.scrapes += 1
+            else:
+                self.scrape_failures += 1
+            await asyncio.sleep(SCRAPE_SECONDS)
+
+    async def trickle(self) -> None:
+        pause = len(self.side_hosts) / INCOMING_SMS_PER_S
+        while True:
+            for host in self.side_hosts:
+                self.incoming_sent += 1
+                host.send(incoming_sms(self.incoming_sent))
+                await asyncio.sleep(pause / len(self.side_hosts))
+
+
+def incoming_sms(number: int) -> bytes:
+    return orjson.dumps(
+        {"type": "event", "event": "INCOMING_SMS", "from": "+15550100", "body": f"sms {number}"}
+    )
+
+
+@contextlib.asynccontextmanager
+async def operations_on(server: Server, setup: Setup, client: str) -> AsyncIterator[Operations]:
+    """A webhook and a side host per account, the trickle of SMS, and the scrapes, for as long
+    as the block runs; then the deliveries still in flight get a moment to arrive."""
+    ops = Operations()
+    port = await ops.receiver.start()
+    conn = server.http_conn()
+    url = f"http://127.0.0.1:{port}/hook"
+    for index, (_, token) in enumerate(setup.accounts):
+        await conn.json("POST", "/webhooks", {"url": url, "events": ["INCOMING_SMS"]}, token)
+        host = await conn.json("POST", "/devices", {"name": f"side{index}", "type": "host"}, token)
+        info = PairInfo(host["id"], 0, token)
+        ops.side_hosts.append(await open_checked(host_url(server, info), host["id"], client))
+    conn.close()
+    ops.tasks = [asyncio.create_task(ops.scrape(server)), asyncio.create_task(ops.trickle())]
+    try:
+        yield ops
+    finally:
+        for task in ops.tasks:
+            task.cancel()
+        await asyncio.gather(*ops.tasks, return_exceptions=True)
+        for _ in range(50):  # up to 5 s for the last deliveries
+            if ops.receiver.deliveries >= ops.incoming_sent:
+                break
+            await asyncio.sleep(0.1)
+        for host in ops.side_hosts:
+            await host.close()
+        await ops.receiver.stop()
