@@ -61,6 +61,11 @@ async def delete_device(request: Request, device_id: int) -> HTTPResponse:
     """Delete a device with its pairings; its socket closes and nothing more is routed to it."""
     runtime = runtime_of(request)
     await revocation.remove_device(
-        request.ctx.user, device_id, runtime.directory, runtime.broker, runtime.commands
+        request.ctx.user,
+        device_id,
+        runtime.directory,
+        runtime.broker,
+        runtime.commands,
+        runtime.inboxes,
     )
     return json({"status": "deleted"})

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from tests.blueprints.test_delivery import (
     FLOOD,
@@ -352,6 +353,27 @@ async def test_frames_older_than_the_inbox_ttl_are_gone_across_processes(
         await events_to_offline_client(host_ws, client, inbox, ["new-3", "new-4"])
     greeting = await replays(cluster.b, client, 0, inbox, kept_from=3)
     assert greeting == greeting_of(client, 4, gap=True)
+
+
+async def test_a_removed_devices_inbox_leaves_redis_at_once(cluster: Cluster) -> None:
+    """Deleting a device (on the other process) deletes its counter and kept frames in Redis,
+    instead of leaving them there until their TTL."""
+    host, client = cluster.pair.host, cluster.pair.client
+    async with socket(cluster.a, host) as host_ws:
+        await events_to_offline_client(host_ws, client, Inbox(), ["kept-1", "kept-2"])
+    inbox_keys = [
+        f"{cluster.env['SIMBRIDGE_REDIS_PREFIX']}inbox:{client.id}{end}" for end in ("", ":n")
+    ]
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        assert await redis.exists(*inbox_keys) == 2
+        deleted = await cluster.http_b.delete(
+            f"/devices/{client.id}", headers=cluster.alice.headers
+        )
+        assert deleted.status_code == 200, deleted.text
+        assert await redis.exists(*inbox_keys) == 0
+    finally:
+        await redis.aclose()
 
 
 # --- restarts -----------------------------------------------------------------------------------

@@ -370,6 +370,10 @@ class RedisBroker:
         """Let the device's counter go up to `reserved` (already written to the database)."""
         await self._redis.evalsha("RESERVE", self._inbox_keys(device_id)[:1], reserved)
 
+    async def forget_inbox(self, device_id: int) -> None:
+        """Delete a removed device's counter and kept frames now, not when their TTL ends."""
+        await self._redis.call("DEL", *self._inbox_keys(device_id))
+
     def _inbox_keys(self, device_id: int) -> list[str]:
         inbox = f"{self._prefix}inbox:{device_id}"
         return [f"{inbox}:n", inbox]

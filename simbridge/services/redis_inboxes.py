@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from tortoise.expressions import F
 
 from simbridge.config import Settings
+from simbridge.hub.broker import BrokerUnavailable
 from simbridge.hub.open_requests import Asked
 from simbridge.hub.redis import RedisBroker
 from simbridge.models import Device
@@ -101,6 +102,19 @@ class RedisInboxes:
                 return Opened(greeted, latest, numbered, kept)
             await self._replenish(device_id, greeted, len(frames))
         raise RuntimeError(f"no seqs for device {device_id} after {MAX_ROUNDS} rounds")
+
+    async def forget(self, device_id: int) -> None:
+        """A removed device's counter and inbox go now, after a reservation under way for it
+        (which would otherwise write its mark back). Without Redis they are left to their TTL."""
+        reserving = self._reserving.get(device_id)
+        if reserving is not None:
+            await asyncio.gather(reserving, return_exceptions=True)
+        try:
+            await self._broker.forget_inbox(device_id)
+        except BrokerUnavailable:
+            log.warning(
+                "Redis unreachable: removed device %s's inbox stays until its TTL", device_id
+            )
 
     async def stop(self) -> None:
         """Wait for the reservations under way (a mark in the database, then in Redis)."""

@@ -13,6 +13,7 @@ from simbridge.services import accounts, devices
 from simbridge.services.commands import Commands
 from simbridge.services.directory import PairingDirectory
 from simbridge.services.guard import Rules
+from simbridge.services.redis_inboxes import RedisInboxes
 
 
 async def log_out_everywhere(user: User, settings: Settings, broker: Broker) -> str:
@@ -45,9 +46,15 @@ async def rotate_device_token(user: User, device_id: int, broker: Broker) -> str
 
 
 async def remove_device(
-    user: User, device_id: int, directory: PairingDirectory, broker: Broker, commands: Commands
+    user: User,
+    device_id: int,
+    directory: PairingDirectory,
+    broker: Broker,
+    commands: Commands,
+    inboxes: RedisInboxes | None,
 ) -> None:
-    """Delete the device; its commands waiting in a queue (a host's) fail."""
+    """Delete the device; its commands waiting in a queue (a host's) fail, and its inbox in
+    Redis (when inboxes live there) goes with it."""
     device = await devices.owned_device(user, device_id, None)
     peers = (*await directory.hosts_of(device.id), *await directory.clients_of(device.id))
     await device.delete()
@@ -56,6 +63,8 @@ async def remove_device(
     await broker.broadcast(
         CloseSessions(user.id, protocol.CLOSE_REMOVED, "device removed", device_id=device_id)
     )
+    if inboxes is not None:
+        await inboxes.forget(device_id)
 
 
 async def _close_older_user_tokens(user: User, broker: Broker) -> None:
