@@ -17,7 +17,9 @@ bp = Blueprint("auth", url_prefix="/auth")
 
 
 @bp.post("/register")
-@documented(tag="auth", body=Credentials, ok=UserOut, errors=(400, 409, 429), secured=False)
+@documented(
+    "register", tag="auth", body=Credentials, ok=UserOut, errors=(400, 409, 429), secured=False
+)
 async def register(request: Request) -> HTTPResponse:
     """Create an account."""
     credentials = parse_body(request, Credentials)
@@ -30,7 +32,7 @@ async def register(request: Request) -> HTTPResponse:
 
 
 @bp.post("/login")
-@documented(tag="auth", body=LoginBody, ok=TokenOut, errors=(400, 401, 429), secured=False)
+@documented("login", tag="auth", body=LoginBody, ok=TokenOut, errors=(400, 401, 429), secured=False)
 async def login(request: Request) -> HTTPResponse:
     """Exchange username and password for a bearer token."""
     credentials = parse_body(request, LoginBody)
@@ -43,7 +45,7 @@ async def login(request: Request) -> HTTPResponse:
 
 
 @bp.post("/password")
-@documented(tag="auth", body=PasswordChange, ok=TokenOut, errors=(400, 401, 429))
+@documented("change_password", tag="auth", body=PasswordChange, ok=TokenOut, errors=(400, 401, 429))
 @authenticated
 async def change_password(request: Request) -> HTTPResponse:
     """Change your password; every token issued before stops working, their sockets close."""
@@ -63,7 +65,7 @@ async def change_password(request: Request) -> HTTPResponse:
 
 
 @bp.post("/logout-all")
-@documented(tag="auth", ok=TokenOut, errors=(401,))
+@documented("logout_all", tag="auth", ok=TokenOut, errors=(401,))
 @authenticated
 async def logout_all(request: Request) -> HTTPResponse:
     """Revoke every token issued so far (their sockets close); returns a fresh token."""

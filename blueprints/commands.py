@@ -29,7 +29,14 @@ ERRORS = (401, 403, 404, 503)
 
 
 @bp.post("/sms")
-@documented(tag="commands", body=SmsCommand, query=WaitQuery, ok=CommandSent, errors=(400, *ERRORS))
+@documented(
+    "send_sms",
+    tag="commands",
+    body=SmsCommand,
+    query=WaitQuery,
+    ok=CommandSent,
+    errors=(400, *ERRORS),
+)
 @authenticated
 async def send_sms(request: Request) -> HTTPResponse:
     """Ask your host to send an SMS (`SEND_SMS`)."""
@@ -41,7 +48,12 @@ async def send_sms(request: Request) -> HTTPResponse:
 
 @bp.post("/call")
 @documented(
-    tag="commands", body=CallCommand, query=WaitQuery, ok=CommandSent, errors=(400, *ERRORS)
+    "make_call",
+    tag="commands",
+    body=CallCommand,
+    query=WaitQuery,
+    ok=CommandSent,
+    errors=(400, *ERRORS),
 )
 @authenticated
 async def make_call(request: Request) -> HTTPResponse:
@@ -53,7 +65,7 @@ async def make_call(request: Request) -> HTTPResponse:
 
 
 @bp.get("/sims")
-@documented(tag="commands", query=SimsQuery, ok=CommandSent, errors=(422, *ERRORS))
+@documented("get_sims", tag="commands", query=SimsQuery, ok=CommandSent, errors=(422, *ERRORS))
 @authenticated
 async def get_sims(request: Request) -> HTTPResponse:
     """Ask your host for its SIM cards (`GET_SIMS`); the answer arrives as a `SIM_INFO` event."""
@@ -62,7 +74,7 @@ async def get_sims(request: Request) -> HTTPResponse:
 
 
 @bp.get("/commands/<req_id:str>")
-@documented(tag="commands", ok=CommandStateOut, errors=(401, 404))
+@documented("get_command", tag="commands", ok=CommandStateOut, errors=(401, 404))
 @authenticated
 async def command_state(request: Request, req_id: str) -> HTTPResponse:
     """The state of one of your commands (queued, sent, answered, expired or failed)."""

@@ -22,7 +22,9 @@ class DeviceList(RootModel[list[DeviceOut]]):
 
 
 @bp.post("")
-@documented(tag="devices", body=DeviceCreate, ok=DeviceCreated, errors=(400, 401, 409))
+@documented(
+    "create_device", tag="devices", body=DeviceCreate, ok=DeviceCreated, errors=(400, 401, 409)
+)
 @authenticated
 async def add_device(request: Request) -> HTTPResponse:
     """Register a device (a host holds the SIM cards; a client commands it).
@@ -36,7 +38,7 @@ async def add_device(request: Request) -> HTTPResponse:
 
 
 @bp.get("")
-@documented(tag="devices", ok=DeviceList, errors=(401,))
+@documented("list_devices", tag="devices", ok=DeviceList, errors=(401,))
 @authenticated
 async def get_devices(request: Request) -> HTTPResponse:
     """List the caller's devices, with whether each has a live WebSocket now."""
@@ -45,7 +47,7 @@ async def get_devices(request: Request) -> HTTPResponse:
 
 
 @bp.post("/<device_id:int>/token")
-@documented(tag="devices", ok=DeviceTokenOut, errors=(401, 404))
+@documented("rotate_device_token", tag="devices", ok=DeviceTokenOut, errors=(401, 404))
 @authenticated
 async def rotate_token(request: Request, device_id: int) -> HTTPResponse:
     """Issue a new device token; the old one stops working and its sockets close."""
@@ -55,7 +57,7 @@ async def rotate_token(request: Request, device_id: int) -> HTTPResponse:
 
 
 @bp.delete("/<device_id:int>")
-@documented(tag="devices", ok=Deleted, errors=(401, 404))
+@documented("delete_device", tag="devices", ok=Deleted, errors=(401, 404))
 @authenticated
 async def delete_device(request: Request, device_id: int) -> HTTPResponse:
     """Delete a device with its pairings; its socket closes and nothing more is routed to it."""

@@ -17,9 +17,12 @@ bp = Blueprint("health")
 
 @bp.get("/health")
 @openapi.response(503, {"application/json": Component(HealthOut)}, "A check failed")
-@documented(tag="operations", ok=HealthOut, errors=(), secured=False)
+@documented("get_health", tag="operations", ok=HealthOut, errors=(), secured=False)
 async def health(request: Request) -> HTTPResponse:
-    """200 when the database and the broker answer; 503 (same body) naming what failed."""
+    """Whether this server's database and broker answer.
+
+    200 when they do; 503, with the same body, naming the check that failed.
+    """
     healthy, checks = await check_health(runtime_of(request).broker)
     status = "ok" if healthy else "unavailable"
     return json({"status": status, "checks": checks}, status=200 if healthy else 503)

@@ -21,7 +21,9 @@ class MessageList(RootModel[list[MessageOut]]):
 
 
 @bp.get("")
-@documented(tag="history", query=HistoryQuery, ok=MessageList, errors=(401, 404, 422))
+@documented(
+    "list_history", tag="history", query=HistoryQuery, ok=MessageList, errors=(401, 404, 422)
+)
 @authenticated
 async def get_history(request: Request) -> HTTPResponse:
     """Messages sent or received by one of your devices, newest first."""

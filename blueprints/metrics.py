@@ -20,8 +20,9 @@ bp = Blueprint("metrics")
 
 @bp.get("/metrics")
 @openapi.definition(
+    operation="get_metrics",
     tag="operations",
-    summary="Prometheus metrics",
+    summary="Every metric of this server, in the Prometheus text format",
     description=(
         "The Prometheus text format (docs/metrics.md lists every metric). When "
         "`SIMBRIDGE_METRICS_TOKEN` is set, `Authorization: Bearer <that token>` is required."

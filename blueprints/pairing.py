@@ -23,7 +23,13 @@ class PairingList(RootModel[list[PairingOut]]):
 
 
 @bp.post("/pair")
-@documented(tag="pairing", query=HostQuery, ok=PairCodeOut, errors=(401, 403, 404, 422, 429))
+@documented(
+    "create_pairing_code",
+    tag="pairing",
+    query=HostQuery,
+    ok=PairCodeOut,
+    errors=(401, 403, 404, 422, 429),
+)
 @authenticated
 async def create_code(request: Request) -> HTTPResponse:
     """Create a single-use 6-digit pairing code for one of your hosts."""
@@ -34,7 +40,13 @@ async def create_code(request: Request) -> HTTPResponse:
 
 
 @bp.post("/pair/confirm")
-@documented(tag="pairing", body=PairConfirm, ok=PairedOut, errors=(400, 401, 403, 404, 429))
+@documented(
+    "confirm_pairing_code",
+    tag="pairing",
+    body=PairConfirm,
+    ok=PairedOut,
+    errors=(400, 401, 403, 404, 429),
+)
 @authenticated
 async def confirm(request: Request) -> HTTPResponse:
     """Spend a pairing code to pair its host with one of your clients."""
@@ -51,7 +63,7 @@ async def confirm(request: Request) -> HTTPResponse:
 
 
 @bp.get("/pairings")
-@documented(tag="pairing", ok=PairingList, errors=(401,))
+@documented("list_pairings", tag="pairing", ok=PairingList, errors=(401,))
 @authenticated
 async def list_pairings(request: Request) -> HTTPResponse:
     """List the pairings of your devices."""
@@ -59,7 +71,7 @@ async def list_pairings(request: Request) -> HTTPResponse:
 
 
 @bp.delete("/pairings/<pairing_id:int>")
-@documented(tag="pairing", ok=Deleted, errors=(401, 404))
+@documented("delete_pairing", tag="pairing", ok=Deleted, errors=(401, 404))
 @authenticated
 async def delete_pairing(request: Request, pairing_id: int) -> HTTPResponse:
     """Unpair a host and a client; nothing more is routed between them."""

@@ -21,7 +21,9 @@ class WebhookList(RootModel[list[WebhookOut]]):
 
 
 @bp.post("")
-@documented(tag="webhooks", body=WebhookCreate, ok=WebhookCreated, errors=(400, 401, 409))
+@documented(
+    "create_webhook", tag="webhooks", body=WebhookCreate, ok=WebhookCreated, errors=(400, 401, 409)
+)
 @authenticated
 async def add_webhook(request: Request) -> HTTPResponse:
     """Have the account's hosts' event frames whose `event` is listed POSTed to `url`.
@@ -45,7 +47,7 @@ async def add_webhook(request: Request) -> HTTPResponse:
 
 
 @bp.get("")
-@documented(tag="webhooks", ok=WebhookList, errors=(401,))
+@documented("list_webhooks", tag="webhooks", ok=WebhookList, errors=(401,))
 @authenticated
 async def get_webhooks(request: Request) -> HTTPResponse:
     """List the account's webhooks (never their secrets)."""
@@ -53,7 +55,7 @@ async def get_webhooks(request: Request) -> HTTPResponse:
 
 
 @bp.delete("/<webhook_id:int>")
-@documented(tag="webhooks", ok=Deleted, errors=(401, 404))
+@documented("delete_webhook", tag="webhooks", ok=Deleted, errors=(401, 404))
 @authenticated
 async def delete_webhook(request: Request, webhook_id: int) -> HTTPResponse:
     """Delete a webhook; its pending deliveries are dropped."""

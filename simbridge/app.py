@@ -14,8 +14,9 @@ from sanic_ext.extensions.openapi import openapi
 
 from simbridge import __version__
 from simbridge.config import Settings, load_settings, validate
-from simbridge.web import sanic_compat
+from simbridge.web import docs_assets, sanic_compat
 from simbridge.web.context import AppContext, SimBridgeApp
+from simbridge.web.docs import TAGS
 from simbridge.web.errors import RedactingErrorHandler, register_error_handlers
 from simbridge.web.headers import add_security_headers
 from simbridge.web.lifecycle import setup_lifecycle
@@ -87,14 +88,30 @@ def _configure_server(app: SimBridgeApp, settings: Settings) -> None:
 
 
 def _describe_api(app: SimBridgeApp) -> None:
+    """The OpenAPI document at /docs/openapi.json and Swagger UI at /docs, its files served by
+    this server (`simbridge.web.docs_assets`): nothing on the page comes from elsewhere."""
     app.extend(
         config={
             "oas_ui_default": "swagger",
+            "oas_ui_swagger_cdn_url": docs_assets.ASSETS_URL,
+            "oas_ui_swagger_version": docs_assets.SWAGGER_UI_VERSION,
+            "oas_ui_swagger_html_title": "SimBridge API",
+            # sanic-ext's Redoc page loads its script from a CDN and its fonts from Google, and
+            # no PyPI package ships Redoc's bundle without a web framework of its own.
+            "oas_ui_redoc": False,
             "oas_url_prefix": "/docs",
             "oas_uri_to_json": "/openapi.json",
+            "swagger_ui_configuration": {
+                "apisSorter": "alpha",
+                "operationsSorter": "alpha",
+                "docExpansion": "list",
+                "displayOperationId": True,  # the function names of generated clients
+                "validatorUrl": None,  # no badge from validator.swagger.io
+            },
             "health": False,
         }
     )
+    docs_assets.serve_swagger_ui(app)
     app.ext.openapi.describe(
         "SimBridge",
         version=__version__,
@@ -104,6 +121,8 @@ def _describe_api(app: SimBridgeApp) -> None:
             "docs/websocket-protocol.md."
         ),
     )
+    for tag, description in TAGS.items():
+        app.ext.openapi.tag(tag, description)
     app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
     # GET /metrics, when SIMBRIDGE_METRICS_TOKEN is set
     app.ext.openapi.add_security_scheme("metrics_token", "http", scheme="bearer")

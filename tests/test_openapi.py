@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 # path, method, whether it takes a JSON body, the error statuses it documents
 ENDPOINTS = [
@@ -31,6 +34,33 @@ ENDPOINTS = [
     ("/webhooks/{webhook_id}", "delete", False, {401, 404}),
 ]
 PUBLIC = {"/auth/register", "/auth/login"}
+# The names generated clients give their functions (`api.auth.login`).
+OPERATION_IDS = {
+    ("/auth/register", "post"): "register",
+    ("/auth/login", "post"): "login",
+    ("/auth/password", "post"): "change_password",
+    ("/auth/logout-all", "post"): "logout_all",
+    ("/devices", "post"): "create_device",
+    ("/devices", "get"): "list_devices",
+    ("/devices/{device_id}/token", "post"): "rotate_device_token",
+    ("/devices/{device_id}", "delete"): "delete_device",
+    ("/pair", "post"): "create_pairing_code",
+    ("/pair/confirm", "post"): "confirm_pairing_code",
+    ("/pairings", "get"): "list_pairings",
+    ("/pairings/{pairing_id}", "delete"): "delete_pairing",
+    ("/sms", "post"): "send_sms",
+    ("/call", "post"): "make_call",
+    ("/sims", "get"): "get_sims",
+    ("/commands/{req_id}", "get"): "get_command",
+    ("/history", "get"): "list_history",
+    ("/webhooks", "post"): "create_webhook",
+    ("/webhooks", "get"): "list_webhooks",
+    ("/webhooks/{webhook_id}", "delete"): "delete_webhook",
+    ("/health", "get"): "get_health",
+    ("/metrics", "get"): "get_metrics",
+}
+FUNCTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+SWAGGER_UI_FILES = Path(str(swagger_ui_path))
 
 
 @pytest.fixture
@@ -106,3 +136,81 @@ async def test_openapi_describes_metrics_as_text_guarded_by_its_own_token(
     assert sorted(operation["security"], key=len) == [{}, {"metrics_token": []}]
     scheme = spec["components"]["securitySchemes"]["metrics_token"]
     assert scheme == {"type": "http", "scheme": "bearer"}
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+
+
+async def test_operation_ids_read_like_functions(spec: dict[str, Any]) -> None:
+    ids = {(path, method): op.get("operationId") for path, method, op in operations(spec)}
+    assert ids == OPERATION_IDS
+    assert len(set(ids.values())) == len(ids)  # unique
+    for path, method, op in operations(spec):
+        operation_id = op["operationId"]
+        assert FUNCTION_NAME.match(operation_id), (path, method, operation_id)
+        # sanic-ext's own shape, `post~auth.login`, which a client generator turns into
+        # `postauth_login`
+        assert not operation_id.startswith(f"{method}{op['tags'][0]}"), operation_id
+
+
+async def test_every_operation_has_one_described_tag_and_a_one_line_summary(
+    spec: dict[str, Any],
+) -> None:
+    tags = {tag["name"]: tag.get("description") for tag in spec["tags"]}
+    assert all(tags.values()), tags
+    used = set()
+    for path, method, op in operations(spec):
+        assert len(op["tags"]) == 1 and op["tags"][0] in tags, (path, method, op["tags"])
+        used.add(op["tags"][0])
+        summary = op.get("summary")
+        assert isinstance(summary, str) and summary.strip() and "\n" not in summary, (path, op)
+    assert used == set(tags)  # no tag without operations
+
+
+async def test_docs_page_loads_its_files_from_this_server(http: httpx.AsyncClient) -> None:
+    page = await http.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(urls) == 3, urls  # the stylesheet and two scripts
+    for url in urls:
+        assert url.startswith("/docs/assets/swagger-ui/"), url
+        reply = await http.get(url)
+        assert reply.status_code == 200, url
+        kind = "text/css" if url.endswith(".css") else "text/javascript"
+        assert reply.headers["content-type"].startswith(kind), reply.headers
+        assert reply.headers["cache-control"] == "public, max-age=31536000"
+        shipped = SWAGGER_UI_FILES / url.rsplit("/", 1)[1].replace(".min.", ".")
+        assert reply.content == shipped.read_bytes()
+
+
+async def test_docs_assets_serve_nothing_else(http: httpx.AsyncClient) -> None:
+    version = "/docs/assets/swagger-ui/4.15.5"
+    for path in [
+        f"{version}/index.html",
+        f"{version}/..%2F..%2F__init__.py",
+        f"{version}/swagger-ui-bundle.js",  # only the names the page asks for
+        "/docs/assets/swagger-ui/9.9.9/swagger-ui-bundle.min.js",
+    ]:
+        reply = await http.get(path)
+        assert reply.status_code == 404, path
+        assert reply.headers["content-type"].startswith("application/json"), path
+        assert "detail" in reply.json()
+
+
+async def test_swagger_ui_asks_no_outside_validator(http: httpx.AsyncClient) -> None:
+    config = (await http.get("/docs/swagger-config")).json()
+    assert config["validatorUrl"] is None  # else a badge image from validator.swagger.io
+    assert config["displayOperationId"] is True
+
+
+async def test_oauth2_redirect_page_comes_from_the_package(http: httpx.AsyncClient) -> None:
+    """sanic-ext's own handler fetches it from a CDN (a 500 where none can be reached)."""
+    reply = await http.get("/docs/oauth2-redirect.html")
+    assert reply.status_code == 200
+    assert reply.content == (SWAGGER_UI_FILES / "oauth2-redirect.html").read_bytes()
+
+
+async def test_redoc_is_not_offered(http: httpx.AsyncClient) -> None:
+    """sanic-ext's Redoc page loads its script from a CDN and its fonts from Google."""
+    assert (await http.get("/docs/redoc")).status_code == 404

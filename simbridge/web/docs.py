@@ -1,4 +1,10 @@
-"""One decorator that writes a handler's OpenAPI entry: body, query, replies and errors."""
+"""One decorator that writes a handler's OpenAPI entry: its operation id, body, query, replies
+and errors; and the tags the operations are grouped under.
+
+Operation ids read like functions (`login`, `send_sms`) because generated clients name their
+functions after them (`openapi-python-client` makes `api.auth.login`); sanic-ext's own ids
+(`post~auth.login`) would come out as `postauth_login`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,20 @@ from sanic_ext.extensions.openapi.definitions import Component, Parameter, Reque
 from simbridge.schemas import ErrorOut
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+Tag = Literal["auth", "devices", "pairing", "commands", "history", "webhooks", "operations"]
+# One tag per blueprint (health and metrics share "operations"), in the order the docs list them.
+TAGS: dict[Tag, str] = {
+    "auth": "Accounts: register, log in for a bearer token, change the password, log out "
+    "everywhere.",
+    "devices": "Your hosts (phones holding SIM cards) and clients, and their device tokens.",
+    "pairing": "Pair a host with a client of the same account through a single-use code.",
+    "commands": "Commands to a host over REST (SMS, calls, SIM cards) and their state; the "
+    "same path as a client's WebSocket command.",
+    "history": "Messages a device sent or received.",
+    "webhooks": "Event frames POSTed to a URL of yours, signed.",
+    "operations": "For load balancers and monitoring: health and Prometheus metrics.",
+}
 
 ERROR_MEANINGS = {
     400: "Body is not a JSON object, or the pairing code is invalid, used or expired",
@@ -27,14 +47,17 @@ ERROR_MEANINGS = {
 
 
 def documented(
+    operation_id: str,
     *,
-    tag: str,
+    tag: Tag,
     ok: type[BaseModel],
     errors: Sequence[int],
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     secured: bool = True,
 ) -> Callable[[Handler], Handler]:
+    """The handler's entry; its docstring's first line is the summary, the rest the
+    description (sanic-ext reads them)."""
     responses = [Response({"application/json": Component(ok)}, status=200, description="Success")]
     for status in sorted({*errors, 413, 422} if body else set(errors)):
         responses.append(
@@ -45,6 +68,7 @@ def documented(
             )
         )
     return openapi.definition(
+        operation=operation_id,
         tag=tag,
         body=RequestBody({"application/json": Component(body)}, required=True) if body else None,
         parameter=_query_parameters(query) if query else None,

@@ -1,0 +1,60 @@
+"""Swagger UI's files for /docs, served by this server from the `swagger-ui-bundle` package, so
+the API docs work where no CDN can be reached (a relay on a LAN, a strict egress policy).
+
+sanic-ext's Swagger page loads `{OAS_UI_SWAGGER_CDN_URL}/{OAS_UI_SWAGGER_VERSION}/<name>`, where
+`<name>` is a minified build's name; the package ships those builds minified under the plain
+names, so `ASSETS` maps one to the other and serves nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, file
+from sanic_ext.extensions.openapi import openapi
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+from simbridge.errors import NotFound
+from simbridge.web.context import SimBridgeApp
+
+SWAGGER_UI_DIR = Path(str(swagger_ui_path))
+SWAGGER_UI_VERSION = SWAGGER_UI_DIR.name.removeprefix("swagger-ui-")  # "4.15.5"
+ASSETS_URL = "/docs/assets/swagger-ui"  # OAS_UI_SWAGGER_CDN_URL
+
+JS = "text/javascript; charset=utf-8"
+# The name sanic-ext's page asks for: the package's file, and its content type.
+ASSETS = {
+    "swagger-ui-bundle.min.js": ("swagger-ui-bundle.js", JS),
+    "swagger-ui-standalone-preset.min.js": ("swagger-ui-standalone-preset.js", JS),
+    "swagger-ui.min.css": ("swagger-ui.css", "text/css; charset=utf-8"),
+}
+ONE_YEAR = 365 * 24 * 3600  # the version is in the path: a file under it never changes
+
+bp = Blueprint("docs_assets", url_prefix=ASSETS_URL)
+
+
+@bp.get(f"/{SWAGGER_UI_VERSION}/<name:str>")
+@openapi.exclude()
+async def swagger_ui_asset(request: Request, name: str) -> HTTPResponse:
+    if name not in ASSETS:
+        raise NotFound("No such file")
+    filename, content_type = ASSETS[name]
+    path = SWAGGER_UI_DIR / filename
+    return await file(
+        path, request_headers=request.headers, mime_type=content_type, max_age=ONE_YEAR
+    )
+
+
+async def oauth2_redirect_page(request: Request) -> HTTPResponse:
+    """sanic-ext's `/docs/oauth2-redirect.html` fetches this page from a CDN on each first
+    request (a 500 when offline); the package ships it."""
+    return await file(SWAGGER_UI_DIR / "oauth2-redirect.html", mime_type="text/html")
+
+
+def serve_swagger_ui(app: SimBridgeApp) -> None:
+    """Serve the Swagger UI files; after `app.extend`, which adds the docs routes."""
+    app.blueprint(bp)
+    redirect_route = f"{app.name}.openapi.oauth2-redirect"
+    # Middleware that answers ends the request before sanic-ext's handler runs.
+    app.register_named_middleware(oauth2_redirect_page, route_names=[redirect_route])
