@@ -31,11 +31,11 @@ log = logging.getLogger("simbridge.websockets")
 async def admit(request: Request) -> None:
     """Refuse the handshake unless its credential opens this device, on this path's type.
 
-    Browsers must come from an allowed `Origin`; phone apps send none.
+    Browsers must come from an allowed `Origin` or the server's own; phone apps send none.
     """
     ctx = app_context(request)
     origin = request.headers.get("origin")
-    if origin is not None and origin not in ctx.settings.origins:
+    if origin is not None and not _origin_allowed(request, origin, ctx.settings.origins):
         raise Forbidden("This Origin may not open a socket")
     assert request.route is not None  # blueprint middleware runs for a matched route only
     device_type = DeviceType(request.route.ctx.device_type)
@@ -51,6 +51,17 @@ async def admit(request: Request) -> None:
         ctx.runtime.broker,
     )
     SimBridgeProtocol.adopt(request)
+
+
+def _origin_allowed(request: Request, origin: str, allowed: frozenset[str]) -> bool:
+    """A listed origin, or a page this server served (the console at /console): its origin
+    names the very host the browser sent this handshake to. The scheme is not compared, since
+    a TLS proxy in front makes an https page open a socket that reaches us as plain ws."""
+    if origin in allowed:
+        return True
+    scheme, _, host = origin.partition("://")
+    own_host = request.headers.get("host", "")
+    return scheme in ("http", "https") and bool(own_host) and host.lower() == own_host.lower()
 
 
 async def host_socket(request: Request, ws: Websocket, device_id: int) -> None:

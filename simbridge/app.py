@@ -32,6 +32,7 @@ DEFAULT_BLUEPRINTS = (
     "blueprints.websockets",
     "blueprints.health",
     "blueprints.metrics",
+    "blueprints.console",
 )
 
 

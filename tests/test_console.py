@@ -1,0 +1,457 @@
+"""The browser console at /console, end to end: a real server, Debian's Chromium driven by
+playwright, and a host phone on a real WebSocket.
+
+A person registers, the page becomes a client device ("Browser console"), adds a host, pairs
+itself with it through a pairing code, sends an SMS and sees SMS_SENT in the live feed, asks
+for the SIMs, places a call, and sees the host go offline. Throughout, no request leaves the
+server and no credential is in any URL the page asks for. The browser and the server live as
+long as this module (one event loop for both); every test has its own account and context.
+
+Where Chromium or playwright is missing the browser tests skip (they fail with CI=true).
+Screenshots of failed tests go to pytest's tmp path (the path is printed). With
+SIMBRIDGE_SCREENSHOT=docs/console.png the end-to-end test writes the docs' screenshot there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import pytest_asyncio
+from websockets.asyncio.client import ClientConnection
+
+from simbridge.config import Settings
+from tests.conftest import TEST_SECRET
+from tests.helpers import (
+    PASSWORD,
+    Account,
+    Device,
+    LiveServer,
+    assert_error,
+    dial,
+    handshake,
+    make_account,
+    make_device_with_token,
+    receive,
+    send,
+)
+
+try:
+    from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+except ImportError:  # the browser tests skip (or fail with CI=true) below
+    async_playwright = None
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CHROMIUM = Path("/usr/bin/chromium")
+HOWTO = "install Debian's browser (apt-get install -y chromium) and pip install playwright"
+TIMEOUT_MS = 5000
+SCREENSHOT_ENV = "SIMBRIDGE_SCREENSHOT"
+
+
+# --- the module's server and browser ----------------------------------------------------------
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveServer]:
+    """One server for the module (the `settings` fixture's knobs, with the real clock): the
+    browser lives in the module's event loop, and the server must share it."""
+    settings = Settings(
+        jwt_secret=TEST_SECRET,
+        db_path=str(tmp_path_factory.mktemp("console") / "simbridge.db"),
+        bcrypt_rounds=4,
+        gc_freeze=False,
+        log_flush_seconds=0.005,
+        graceful_shutdown_seconds=2.0,
+    )
+    async with LiveServer.running(settings) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def rest(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        yield client
+
+
+def _missing_browser() -> str | None:
+    if async_playwright is None:
+        return f"playwright is not installed; {HOWTO}"
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing; {HOWTO}"
+    return None
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    reason = _missing_browser()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    async with async_playwright() as playwright:  # type: ignore[misc]
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"]
+        )
+        yield launched
+        await launched.close()
+
+
+@dataclass
+class Traffic:
+    """Every URL the page asked for (HTTP and WebSocket) and those that were not the server's."""
+
+    urls: list[str] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Console:
+    page: Page
+    context: BrowserContext
+    traffic: Traffic
+    server: LiveServer
+
+    async def open(self) -> None:
+        await self.page.goto(f"{self.server.url}/console")
+
+    async def sign_in(self, account: Account) -> None:
+        await self.open()
+        await self.page.fill("#auth-form [name=username]", account.username)
+        await self.page.fill("#auth-form [name=password]", account.password)
+        await self.page.click("#auth-submit")
+        await self.live()
+
+    async def live(self) -> None:
+        """Wait for the console's own socket to be greeted."""
+        await self.page.wait_for_selector("#status[data-state=live]", timeout=TIMEOUT_MS)
+
+    def entries(self, event: str) -> Any:
+        return self.page.locator(f"#feed .entry[data-event='{event}']")
+
+    async def wait_entry(self, event: str, text: str = "") -> Any:
+        entry = self.entries(event).filter(has_text=text).first
+        await entry.wait_for(timeout=TIMEOUT_MS)
+        return entry
+
+    def device_row(self, name: str) -> Any:
+        return self.page.locator("#devices .device").filter(has_text=name)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def console(
+    browser: Browser, live: LiveServer, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Console]:
+    """A fresh browser context on /console's server; requests to anywhere else are recorded and
+    aborted. A failed test leaves a screenshot in its tmp path."""
+    server_host = urlsplit(live.url).netloc
+    traffic = Traffic()
+
+    async def guard(route: Any) -> None:
+        url = route.request.url
+        if urlsplit(url).netloc != server_host:
+            traffic.outside.append(url)
+            await route.abort()
+        else:
+            await route.continue_()
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    await context.route("**/*", guard)
+    context.on("request", lambda sent: traffic.urls.append(sent.url))
+    page = await context.new_page()
+    page.on("websocket", lambda ws: traffic.urls.append(ws.url))
+    failures_before = request.session.testsfailed
+    yield Console(page, context, traffic, live)
+    # The call's report is counted before teardown: a rise means this test failed.
+    if request.session.testsfailed > failures_before:
+        shot = tmp_path / "failure.png"
+        await page.screenshot(path=str(shot), full_page=True)
+        report(f"screenshot of the failed console: {shot}")
+    await context.close()
+
+
+def report(line: str) -> None:
+    """A figure or a file for the person running the tests (seen with -s, or on failure)."""
+    print(f"\n{line}", flush=True)  # noqa: T201
+
+
+# --- a host phone ------------------------------------------------------------------------------
+def answers_to(command: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a phone answers to a command, with the command's req_id."""
+    answer = {"type": "event", "req_id": command.get("req_id")}
+    if command.get("cmd") == "SEND_SMS":
+        return [{**answer, "event": "SMS_SENT", "to": command.get("to"), "sim": command.get("sim")}]
+    if command.get("cmd") == "GET_SIMS":
+        sims = [
+            {"slot": 1, "carrier": "Chunghwa Telecom", "number": "+886912000001"},
+            {"slot": 2, "carrier": "Taiwan Mobile", "number": "+886912000002"},
+        ]
+        return [{**answer, "event": "SIM_INFO", "sims": sims}]
+    if command.get("cmd") == "MAKE_CALL":
+        return [
+            {**answer, "event": "CALL_STATE", "state": state, "to": command.get("to")}
+            for state in ("dialing", "active", "ended")
+        ]
+    return []
+
+
+@dataclass
+class Phone:
+    ws: ClientConnection
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def phone(server: LiveServer, host: Device, token: str) -> AsyncIterator[Phone]:
+    """A host connected with its device token (as a phone app would), answering every command
+    while the block runs; it disconnects when the block ends."""
+    async with dial(server, host, token) as ws:
+        assert await receive(ws) == {"type": "connected", "device_id": host.id}
+        connected = Phone(ws)
+
+        async def answer() -> None:
+            while True:  # until the socket closes at the end of the block
+                frame = json.loads(await ws.recv())
+                if frame.get("type") == "command":
+                    connected.commands.append(frame)
+                    for event in answers_to(frame):
+                        await send(ws, event)
+
+        answering = asyncio.create_task(answer())
+        try:
+            yield connected
+        finally:
+            answering.cancel()
+
+
+# --- the page, its headers and its files ---------------------------------------------------------
+def csp_directives(header: str) -> dict[str, list[str]]:
+    directives = {}
+    for part in header.split(";"):
+        name, *sources = part.split()
+        directives[name] = sources
+    return directives
+
+
+async def test_console_is_served_with_a_strict_content_security_policy(
+    rest: httpx.AsyncClient,
+) -> None:
+    page = await rest.get("/console")
+    with_slash = await rest.get("/console/")
+
+    assert page.status_code == 200 and with_slash.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.text == with_slash.text and '<script type="module"' in page.text
+    policy = csp_directives(page.headers["content-security-policy"])
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
+    assert policy["connect-src"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    every_source = " ".join(source for sources in policy.values() for source in sources)
+    for loose in ("unsafe-inline", "unsafe-eval", "http:", "https:", "*", "data:"):
+        assert loose not in every_source, every_source
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+async def test_console_assets_are_revalidated_by_etag(rest: httpx.AsyncClient) -> None:
+    script = await rest.get("/console/console.js")
+    again = await rest.get("/console/console.js", headers={"If-None-Match": script.headers["etag"]})
+    missing = await rest.get("/console/nothing.js")
+    outside = await rest.get("/console/..%2Fapp.py")
+
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["cache-control"] == "no-cache"
+    assert "content-security-policy" in script.headers
+    assert again.status_code == 304 and again.content == b""
+    assert_error(missing, 404)
+    assert outside.status_code == 404
+
+
+async def test_console_is_left_out_of_the_api_description(rest: httpx.AsyncClient) -> None:
+    spec = (await rest.get("/docs/openapi.json")).json()
+
+    assert not [path for path in spec["paths"] if path.startswith("/console")]
+
+
+# --- the socket's Origin ----------------------------------------------------------------------
+async def test_socket_opens_from_the_servers_own_origin_only(
+    live: LiveServer, rest: httpx.AsyncClient
+) -> None:
+    """The console's origin is the server's: its socket opens with no setting. Every other
+    origin is refused as before, the same host on another port too."""
+    owner = await make_account(rest, "origin_check")
+    host, _ = await make_device_with_token(rest, owner, "host")
+    own = live.url  # http://127.0.0.1:PORT, which is also the handshake's Host
+    other_port = re.sub(r":(\d+)$", lambda port: f":{int(port[1]) + 1}", own)
+
+    assert (await handshake(live, host, owner.token, "subprotocol", origin=own)).status == 101
+    for foreign in ("https://evil.example", other_port, "null", "ws://" + urlsplit(own).netloc):
+        refused = await handshake(live, host, owner.token, "subprotocol", origin=foreign)
+        assert_error(refused.reply, 403)
+
+
+# --- the console in Chromium --------------------------------------------------------------------
+async def test_console_pairs_sends_and_follows_a_host(
+    console: Console, live: LiveServer, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    page = console.page
+    await console.open()
+    first_paint = await page.evaluate(
+        "performance.getEntriesByType('paint').map(e => [e.name, e.startTime])"
+    )
+
+    # Create an account from the page; it becomes a client device with its own socket.
+    await page.click("#tab-register")
+    await page.fill("#auth-form [name=username]", "carol")
+    await page.fill("#auth-form [name=password]", PASSWORD)
+    await page.click("#auth-submit")
+    await console.live()
+    carol = Account("carol", PASSWORD, 0, "")
+    session = json.loads(await page.evaluate("sessionStorage.getItem('simbridge.session')"))
+    carol.token, carol.user_id = session["token"], session["userId"]
+    await console.device_row("Browser console").wait_for(timeout=TIMEOUT_MS)
+
+    # A host, added from the page: its device token is shown once, for the phone app.
+    await page.fill("#device-form [name=name]", "Office phone")
+    await page.select_option("#device-form [name=type]", "host")
+    await page.click("#device-form button[type=submit]")
+    await page.wait_for_selector("#new-token-value", timeout=TIMEOUT_MS)  # visible
+    host_token = await page.locator("#new-token-value").inner_text()
+    assert host_token.startswith("sbd_")
+    await page.click("#new-token-close")
+    await console.device_row("Office phone").wait_for(timeout=TIMEOUT_MS)
+    host_id = int(await console.device_row("Office phone").get_attribute("data-device-id"))
+    host = Device(host_id, "host", carol)
+
+    # Pair the console with it: a code from the host's row, confirmed in the pairing form.
+    await console.device_row("Office phone").get_by_role("button", name="Pairing code").click()
+    code = await console.device_row("Office phone").locator(".code").inner_text()
+    assert re.fullmatch(r"\d{6}", code)
+    assert await page.input_value("#pair-form [name=code]") == code
+    await page.select_option("#pair-client", label="This console")
+    await page.click("#pair-form button[type=submit]")
+    await console.wait_entry("paired", "Office phone paired with this console")
+    pairings = (await rest.get("/pairings", headers=carol.headers)).json()
+    assert [p["host_device_id"] for p in pairings] == [host_id]
+    await console.live()
+
+    async with phone(live, host, host_token) as office:
+        await page.wait_for_selector(
+            f"#devices .device[data-device-id='{host_id}'][data-online=true]", timeout=TIMEOUT_MS
+        )
+        latencies = await feed_latencies(console, office)
+        await page.click("#feed-clear")
+
+        # An SMS from the form reaches the host, and its SMS_SENT reaches the feed.
+        await page.fill("#sms-form [name=to]", "+886912345678")
+        await page.fill("#sms-form [name=body]", "Meeting moved to 3 pm")
+        await page.click("#sms-form button[type=submit]")
+        await console.wait_entry("SMS_SENT", "+886912345678")
+        sms = office.commands[-1]
+        assert (sms["cmd"], sms["to"], sms["body"], sms["sim"]) == (
+            "SEND_SMS",
+            "+886912345678",
+            "Meeting moved to 3 pm",
+            1,
+        )
+
+        await page.click("#ask-sims")
+        await console.wait_entry("SIM_INFO", "Chunghwa Telecom")
+        assert await page.locator("#sims li").count() == 2
+
+        await page.click("#tab-call")
+        await page.fill("#call-form [name=to]", "+886223456789")
+        await page.click("#call-form button[type=submit]")
+        await console.wait_entry("CALL_STATE", "Call ended")
+        assert office.commands[-1]["cmd"] == "MAKE_CALL"
+
+        incoming = {"type": "event", "event": "INCOMING_SMS", "from": "+886987654321", "sim": 2}
+        await send(office.ws, {**incoming, "body": "Running 10 minutes late, sorry!"})
+        await console.wait_entry("INCOMING_SMS", "Running 10 minutes late")
+        await page.click("#tab-sms")
+        await save_screenshot(page, tmp_path)
+
+    # The host hangs up: the console shows it offline, live.
+    await page.wait_for_selector(
+        f"#devices .device[data-device-id='{host_id}'][data-online=false]", timeout=TIMEOUT_MS
+    )
+    await console.wait_entry("presence", "Office phone is offline")
+
+    assert console.traffic.outside == []
+    socket_urls = [url for url in console.traffic.urls if url.startswith("ws")]
+    assert socket_urls and all("/ws/client/" in url for url in socket_urls), socket_urls
+    for url in console.traffic.urls:
+        for secret in (carol.token, host_token, "sbd_", "bearer", "token="):
+            assert secret not in url, url
+    report(f"console first paint (ms after navigation start): {first_paint}")
+    report(
+        f"console feed latency, host send -> page receipt, {len(latencies)} events: "
+        f"median {statistics.median(latencies):.1f} ms, max {max(latencies):.1f} ms"
+    )
+
+
+LATENCY_SAMPLES = 20
+
+
+async def feed_latencies(console: Console, office: Phone) -> list[float]:
+    """Milliseconds from a host sending an event (wall clock, taken just before the send) to
+    the page receiving it (the page's wall clock, noted by its socket handler): both clocks are
+    this machine's. One event at a time, each waited for in the feed."""
+    latencies = []
+    for number in range(LATENCY_SAMPLES):
+        body = f"latency probe {number}"
+        probe = {"type": "event", "event": "INCOMING_SMS", "from": "+15550100", "body": body}
+        sent_at = time.time() * 1000
+        await send(office.ws, probe)
+        entry = await console.wait_entry("INCOMING_SMS", body)
+        received_at = float(await entry.get_attribute("data-received-at"))
+        latencies.append(received_at - sent_at)
+    return latencies
+
+
+async def save_screenshot(page: Page, tmp_path: Path) -> None:
+    """The docs' screenshot when SIMBRIDGE_SCREENSHOT names a file; a tmp one otherwise."""
+    target = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "console.png")
+    await page.locator("#feed-clear").focus()
+    await page.screenshot(path=str(target))
+    report(f"console screenshot: {target}")
+
+
+async def test_console_fits_a_phone_screen(console: Console, rest: httpx.AsyncClient) -> None:
+    dave = await make_account(rest, "dave")
+    await console.page.set_viewport_size({"width": 390, "height": 844})
+
+    await console.sign_in(dave)
+
+    width = await console.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, width
+    for form in ("#sms-form", "#device-form", "#pair-form"):
+        box = await console.page.locator(form).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (form, box)
+
+
+async def test_console_signs_out_and_back_in(console: Console, rest: httpx.AsyncClient) -> None:
+    """Signing out forgets the account token; signing in again reuses the same console device
+    (its id remembered in the browser) with a fresh device token."""
+    erin = await make_account(rest, "erin")
+    await console.sign_in(erin)
+    await console.page.click("#logout")
+    await console.page.wait_for_selector("#auth-view:not([hidden])", timeout=TIMEOUT_MS)
+    assert await console.page.evaluate("sessionStorage.getItem('simbridge.session')") is None
+
+    await console.sign_in(erin)
+
+    devices = (await rest.get("/devices", headers=erin.headers)).json()
+    assert [(d["name"], d["type"]) for d in devices] == [("Browser console", "client")]
+    assert devices[0]["is_online"] is True
