@@ -1,6 +1,7 @@
 """`simbridge serve` runs the server; `simbridge migrate` applies pending migrations;
 `simbridge backup PATH` copies the SQLite database, even while the server runs, and
-`simbridge restore PATH` puts such a copy back while it does not."""
+`simbridge restore PATH` puts such a copy back while it does not; `simbridge simulate host|client`
+runs a simulated phone or a small client against a server (simbridge.simulator)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sanic.worker.loader import AppLoader
 from simbridge.backup import STEP_PAGES, BackupError, Copied, backup, restore
 from simbridge.config import ConfigError, Settings, load_settings, validate
 from simbridge.db import apply_migrations
+from simbridge.simulator import command as simulator
 from simbridge.web.sanic_compat import server_worker_pids
 from simbridge.web.tls import SimBridgeCertLoader, TlsError, build_context
 
@@ -44,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         "restore", help="replace the SQLite database with a backup (the server stopped)"
     )
     put_back.add_argument("path", type=Path, help="the backup file to restore")
+    simulator.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return simulator.run(args)
     _log_to_stderr()
     if args.command in ("backup", "restore"):
         return _backup_or_restore(args)
