@@ -1,5 +1,5 @@
 """The browser console at /console, end to end: a real server, Debian's Chromium driven by
-playwright, and a host phone on a real WebSocket.
+playwright, and the device simulator (`SimulatedHost`) as the host phone, on a real socket.
 
 A person registers, the page becomes a client device ("Browser console"), adds a host, pairs
 itself with it through a pairing code, sends an SMS and sees SMS_SENT in the live feed, asks
@@ -14,7 +14,6 @@ SIMBRIDGE_SCREENSHOT=docs/console.png the end-to-end test writes the docs' scree
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -30,22 +29,20 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import pytest_asyncio
-from websockets.asyncio.client import ClientConnection
 
 from simbridge.config import Settings
+from simbridge.simulator import phone
+from simbridge.simulator.account import Login
+from simbridge.simulator.host import SimulatedHost
 from tests.conftest import TEST_SECRET
 from tests.helpers import (
     PASSWORD,
     Account,
-    Device,
     LiveServer,
     assert_error,
-    dial,
     handshake,
     make_account,
     make_device_with_token,
-    receive,
-    send,
 )
 
 try:
@@ -109,10 +106,12 @@ async def browser() -> AsyncIterator[Browser]:
 
 @dataclass
 class Traffic:
-    """Every URL the page asked for (HTTP and WebSocket) and those that were not the server's."""
+    """Every URL the page asked for (HTTP and WebSocket), those that were not the server's,
+    and what went wrong in the page (a CSP violation is logged as a console error)."""
 
     urls: list[str] = field(default_factory=list)
     outside: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught exceptions, console errors
 
 
 @dataclass
@@ -153,7 +152,8 @@ async def console(
     browser: Browser, live: LiveServer, request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Console]:
     """A fresh browser context on /console's server; requests to anywhere else are recorded and
-    aborted. A failed test leaves a screenshot in its tmp path."""
+    aborted. A failed test leaves a screenshot in its tmp path; an error in the page fails it
+    (at teardown)."""
     server_host = urlsplit(live.url).netloc
     traffic = Traffic()
 
@@ -170,6 +170,11 @@ async def console(
     context.on("request", lambda sent: traffic.urls.append(sent.url))
     page = await context.new_page()
     page.on("websocket", lambda ws: traffic.urls.append(ws.url))
+    page.on("pageerror", lambda error: traffic.errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: traffic.errors.append(message.text) if message.type == "error" else None,
+    )
     failures_before = request.session.testsfailed
     yield Console(page, context, traffic, live)
     # The call's report is counted before teardown: a rise means this test failed.
@@ -178,6 +183,7 @@ async def console(
         await page.screenshot(path=str(shot), full_page=True)
         report(f"screenshot of the failed console: {shot}")
     await context.close()
+    assert traffic.errors == [], "the page reported errors"
 
 
 def report(line: str) -> None:
@@ -186,52 +192,25 @@ def report(line: str) -> None:
 
 
 # --- a host phone ------------------------------------------------------------------------------
-def answers_to(command: dict[str, Any]) -> list[dict[str, Any]]:
-    """What a phone answers to a command, with the command's req_id."""
-    answer = {"type": "event", "req_id": command.get("req_id")}
-    if command.get("cmd") == "SEND_SMS":
-        return [{**answer, "event": "SMS_SENT", "to": command.get("to"), "sim": command.get("sim")}]
-    if command.get("cmd") == "GET_SIMS":
-        sims = [
-            {"slot": 1, "carrier": "Chunghwa Telecom", "number": "+886912000001"},
-            {"slot": 2, "carrier": "Taiwan Mobile", "number": "+886912000002"},
-        ]
-        return [{**answer, "event": "SIM_INFO", "sims": sims}]
-    if command.get("cmd") == "MAKE_CALL":
-        return [
-            {**answer, "event": "CALL_STATE", "state": state, "to": command.get("to")}
-            for state in ("dialing", "active", "ended")
-        ]
-    return []
+@asynccontextmanager
+async def simulated_phone(server: LiveServer, owner: Account, host_id: int) -> AsyncIterator[Phone]:
+    """`simbridge simulate host` in-process on `owner`'s host, answering at once; its socket
+    closes when the block ends."""
+    lines: list[str] = []
+    login = Login(server.url, owner.username, owner.password)
+    async with SimulatedHost(login, device_id=host_id, answer_delay=0, output=lines.append) as host:
+        yield Phone(host, lines)
 
 
 @dataclass
 class Phone:
-    ws: ClientConnection
-    commands: list[dict[str, Any]] = field(default_factory=list)
+    host: SimulatedHost
+    lines: list[str]  # what it printed: `< frame` received, `> frame` sent, `# note`
 
-
-@asynccontextmanager
-async def phone(server: LiveServer, host: Device, token: str) -> AsyncIterator[Phone]:
-    """A host connected with its device token (as a phone app would), answering every command
-    while the block runs; it disconnects when the block ends."""
-    async with dial(server, host, token) as ws:
-        assert await receive(ws) == {"type": "connected", "device_id": host.id}
-        connected = Phone(ws)
-
-        async def answer() -> None:
-            while True:  # until the socket closes at the end of the block
-                frame = json.loads(await ws.recv())
-                if frame.get("type") == "command":
-                    connected.commands.append(frame)
-                    for event in answers_to(frame):
-                        await send(ws, event)
-
-        answering = asyncio.create_task(answer())
-        try:
-            yield connected
-        finally:
-            answering.cancel()
+    @property
+    def commands(self) -> list[dict[str, Any]]:
+        received = [json.loads(line[2:]) for line in self.lines if line.startswith("< ")]
+        return [frame for frame in received if frame.get("type") == "command"]
 
 
 # --- the page, its headers and its files ---------------------------------------------------------
@@ -332,7 +311,6 @@ async def test_console_pairs_sends_and_follows_a_host(
     await page.click("#new-token-close")
     await console.device_row("Office phone").wait_for(timeout=TIMEOUT_MS)
     host_id = int(await console.device_row("Office phone").get_attribute("data-device-id"))
-    host = Device(host_id, "host", carol)
 
     # Pair the console with it: a code from the host's row, confirmed in the pairing form.
     await console.device_row("Office phone").get_by_role("button", name="Pairing code").click()
@@ -346,7 +324,7 @@ async def test_console_pairs_sends_and_follows_a_host(
     assert [p["host_device_id"] for p in pairings] == [host_id]
     await console.live()
 
-    async with phone(live, host, host_token) as office:
+    async with simulated_phone(live, carol, host_id) as office:
         await page.wait_for_selector(
             f"#devices .device[data-device-id='{host_id}'][data-online=true]", timeout=TIMEOUT_MS
         )
@@ -367,7 +345,7 @@ async def test_console_pairs_sends_and_follows_a_host(
         )
 
         await page.click("#ask-sims")
-        await console.wait_entry("SIM_INFO", "Chunghwa Telecom")
+        await console.wait_entry("SIM_INFO", "SimBridge Mobile")
         assert await page.locator("#sims li").count() == 2
 
         await page.click("#tab-call")
@@ -376,8 +354,7 @@ async def test_console_pairs_sends_and_follows_a_host(
         await console.wait_entry("CALL_STATE", "Call ended")
         assert office.commands[-1]["cmd"] == "MAKE_CALL"
 
-        incoming = {"type": "event", "event": "INCOMING_SMS", "from": "+886987654321", "sim": 2}
-        await send(office.ws, {**incoming, "body": "Running 10 minutes late, sorry!"})
+        office.host.inject(phone.incoming_sms("+886987654321", "Running 10 minutes late!", sim=2))
         await console.wait_entry("INCOMING_SMS", "Running 10 minutes late")
         await page.click("#tab-sms")
         await save_screenshot(page, tmp_path)
@@ -405,15 +382,14 @@ LATENCY_SAMPLES = 20
 
 
 async def feed_latencies(console: Console, office: Phone) -> list[float]:
-    """Milliseconds from a host sending an event (wall clock, taken just before the send) to
+    """Milliseconds from a host raising an event (wall clock, taken just before it) to
     the page receiving it (the page's wall clock, noted by its socket handler): both clocks are
     this machine's. One event at a time, each waited for in the feed."""
     latencies = []
     for number in range(LATENCY_SAMPLES):
         body = f"latency probe {number}"
-        probe = {"type": "event", "event": "INCOMING_SMS", "from": "+15550100", "body": body}
         sent_at = time.time() * 1000
-        await send(office.ws, probe)
+        office.host.inject(phone.incoming_sms("+15550100", body))
         entry = await console.wait_entry("INCOMING_SMS", body)
         received_at = float(await entry.get_attribute("data-received-at"))
         latencies.append(received_at - sent_at)
@@ -424,7 +400,7 @@ async def save_screenshot(page: Page, tmp_path: Path) -> None:
     """The docs' screenshot when SIMBRIDGE_SCREENSHOT names a file; a tmp one otherwise."""
     target = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "console.png")
     await page.locator("#feed-clear").focus()
-    await page.screenshot(path=str(target))
+    await page.screenshot(path=str(target), full_page=True)
     report(f"console screenshot: {target}")
 
 
@@ -455,3 +431,30 @@ async def test_console_signs_out_and_back_in(console: Console, rest: httpx.Async
     devices = (await rest.get("/devices", headers=erin.headers)).json()
     assert [(d["name"], d["type"]) for d in devices] == [("Browser console", "client")]
     assert devices[0]["is_online"] is True
+
+
+async def test_a_second_tab_takes_the_console_over(
+    console: Console, rest: httpx.AsyncClient
+) -> None:
+    """Two tabs of one browser are one console device: the tab that starts last gets a fresh
+    device token, the other is told and can take it back; neither reconnects in a loop."""
+    frank = await make_account(rest, "frank")
+    await console.sign_in(frank)
+    second = Console(
+        await console.context.new_page(), console.context, console.traffic, console.server
+    )
+
+    await second.sign_in(frank)
+
+    first_banner = console.page.locator("#banner")
+    await first_banner.filter(has_text="open in another tab").wait_for(timeout=TIMEOUT_MS)
+    assert await console.page.get_attribute("#status", "data-state") == "offline"
+    await first_banner.get_by_role("button", name="Use it here").click()
+    await console.live()
+    await (
+        second.page.locator("#banner")
+        .filter(has_text="open in another tab")
+        .wait_for(timeout=TIMEOUT_MS)
+    )
+    devices = (await rest.get("/devices", headers=frank.headers)).json()
+    assert [(d["name"], d["is_online"]) for d in devices] == [("Browser console", True)]

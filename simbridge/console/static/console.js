@@ -14,6 +14,7 @@ const SESSION_KEY = "simbridge.session";
 const CONSOLE_NAME = "Browser console";
 const FEED_LIMIT = 200;
 const REFRESH_MS = 15000;
+const SENT_LIMIT = 100; // commands remembered to describe their answers
 
 const app = {
   session: null, // {token, userId, username}
@@ -23,6 +24,7 @@ const app = {
   devices: new Map(), // id -> device as GET /devices lists it, online state kept live
   pairings: [],
   codes: new Map(), // host id -> {code, until}
+  sent: new Map(), // req_id -> command frame this console sent, the latest SENT_LIMIT
   refreshTimer: null,
 };
 
@@ -66,6 +68,7 @@ function signOut() {
   Object.assign(app, { session: null, api: null, link: null, consoleId: null, pairings: [] });
   app.devices.clear();
   app.codes.clear();
+  app.sent.clear();
   $("devices").replaceChildren();
   $("feed").replaceChildren();
   show($("feed-empty"), true);
@@ -157,7 +160,7 @@ function handleFrame(frame, receivedAt) {
   if (frame.type === "presence") {
     presence(frame.device_id, frame.online === true);
   } else if (frame.type === "event") {
-    addEntry(describeEvent(frame), receivedAt, frame.event);
+    addEntry(describeEvent(frame, app.sent.get(frame.req_id)), receivedAt, frame.event);
     if (frame.event === "SIM_INFO" && Array.isArray(frame.sims)) showSims(frame.sims);
   } else if (typeof frame.error === "string") {
     addEntry(describeError(frame), receivedAt, "error");
@@ -348,6 +351,8 @@ function command(cmd, fields = {}) {
     return false;
   }
   addEntry(describeCommand(frame, host?.name ?? `#${hostId}`), Date.now(), cmd);
+  app.sent.set(frame.req_id, frame);
+  if (app.sent.size > SENT_LIMIT) app.sent.delete(app.sent.keys().next().value);
   return true;
 }
 

@@ -12,24 +12,44 @@ function parts(...items) {
   return items.filter((item) => item !== undefined && item !== null && item !== "").join(" · ");
 }
 
-function sim(frame) {
-  const slot = frame.sim ?? frame.slot;
+function sim(frame, asked = undefined) {
+  const slot = frame.sim ?? frame.slot ?? asked?.sim;
   return slot === undefined ? undefined : `SIM ${slot}`;
 }
 
+// Each takes the event and the command it answers (by req_id), if this console sent it: a
+// phone's answer need not repeat the number.
 const EVENTS = {
-  SMS_SENT: (f) => ["ok", "SMS sent", parts(f.to && `to ${f.to}`, sim(f), f.status)],
-  SMS_DELIVERED: (f) => ["ok", "SMS delivered", parts(f.to && `to ${f.to}`, sim(f))],
-  SMS_FAILED: (f) => ["bad", "SMS failed", parts(f.to && `to ${f.to}`, f.reason ?? f.error)],
+  SMS_SENT: (f, asked) =>
+    failed(f)
+      ? ["bad", "SMS not sent", parts(to(f, asked), f.error ?? f.reason)]
+      : ["ok", "SMS sent", parts(to(f, asked), sim(f, asked))],
+  SMS_DELIVERED: (f, asked) =>
+    failed(f)
+      ? ["bad", "SMS not delivered", parts(to(f, asked), f.error ?? f.reason)]
+      : ["ok", "SMS delivered", parts(to(f, asked), sim(f, asked))],
   INCOMING_SMS: (f) => ["info", `SMS from ${f.from ?? "unknown"}`, parts(sim(f), f.body)],
   INCOMING_CALL: (f) => ["info", `Call from ${f.from ?? "unknown"}`, sim(f)],
-  CALL_STATE: (f) => ["info", `Call ${f.state ?? "update"}`, parts(f.to ?? f.number ?? f.from, sim(f))],
+  CALL_STATE: (f, asked) => [
+    f.error ? "bad" : "info",
+    `Call ${f.state ?? "update"}`,
+    parts(f.to ?? asked?.to ?? f.from ?? f.number, sim(f, asked), f.error),
+  ],
   SIM_INFO: (f) => [
     "ok",
     `${Array.isArray(f.sims) ? f.sims.length : 0} SIM card(s)`,
     Array.isArray(f.sims) ? f.sims.map(describeSim).join(" · ") : "",
   ],
 };
+
+function failed(frame) {
+  return frame.status === "error" || frame.status === "failed" || Boolean(frame.error);
+}
+
+function to(frame, asked) {
+  const number = frame.to ?? asked?.to;
+  return number ? `to ${number}` : undefined;
+}
 
 export function describeSim(card) {
   const slot = card.slot ?? card.sim ?? "?";
@@ -43,10 +63,12 @@ const ERRORS = {
   rate_limited: "Too many commands at once: slow down",
 };
 
-// -> {tone, kind, title, detail}
-export function describeEvent(frame) {
+// -> {tone, kind, title, detail}; `asked`: the command it answers, if this console sent it
+export function describeEvent(frame, asked) {
   const known = EVENTS[frame.event];
-  const [tone, title, detail] = known ? known(frame) : ["info", String(frame.event), compact(frame)];
+  const [tone, title, detail] = known
+    ? known(frame, asked)
+    : ["info", String(frame.event), compact(frame)];
   return { tone, kind: String(frame.event), title, detail };
 }
 
