@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from simbridge.config import Settings
 from simbridge.simulator import phone
 from simbridge.simulator.account import Login, SimulatorError
 from simbridge.simulator.connection import Backoff
@@ -31,8 +32,11 @@ from tests.helpers import (
     dial,
     eventually,
     get_sims_command,
+    make_account,
+    make_device,
     receive,
     send,
+    serving,
     socket,
 )
 from tests.processes import free_port
@@ -194,6 +198,32 @@ async def test_a_dropped_host_comes_back_and_resumes_where_it_left_off(
     ], received
     greetings = [frame for frame in received if frame["type"] == "connected"]
     assert [greeting["seq"] for greeting in greetings] == [1, 2], greetings
+
+
+async def test_reconnecting_is_bounded(settings: Settings) -> None:
+    """A server that stays away ends the simulator after `attempts` failed reconnections."""
+    async with serving(settings, graceful_shutdown_seconds=0.1) as served:  # stopped below
+        bob = await make_account(served.http, "bob")
+        host = await make_device(served.http, bob, "host")
+        login = Login(served.live.url, "bob", bob.password)
+        backoff = Backoff(first=0.01, cap=0.02, attempts=3)
+        simulated = SimulatedHost(login, device_id=host.id, backoff=backoff, output=lambda _: None)
+        running = asyncio.create_task(simulated.run(asyncio.Event()))
+        await asyncio.wait_for(simulated.wait_connected(), LINE_TIMEOUT)
+    with pytest.raises(SimulatorError, match="gave up after 3 attempts"):
+        await asyncio.wait_for(running, LINE_TIMEOUT)
+
+
+async def test_a_takeover_is_not_fought(server: LiveServer, alice: Account, pair: Pair) -> None:
+    """Another socket for the device replaces the simulator's (4000): it stops, at once."""
+    simulated = SimulatedHost(
+        login_of(server, alice), device_id=pair.host.id, output=lambda _: None
+    )
+    running = asyncio.create_task(simulated.run(asyncio.Event()))
+    await asyncio.wait_for(simulated.wait_connected(), LINE_TIMEOUT)
+    async with socket(server, pair.host):
+        with pytest.raises(SimulatorError, match="4000: another connection took this device"):
+            await asyncio.wait_for(running, LINE_TIMEOUT)
 
 
 # --- the CLI, as a process ------------------------------------------------------------------

@@ -157,6 +157,7 @@ async def _commands_from_stdin(client: SimulatedClient, linger: float, stop: asy
             client.command(line)
         except ValueError as exc:
             client.output(f"# {exc}")
+    await client.wait_connected()  # what was typed is on its way once connected
     await asyncio.sleep(linger)
     stop.set()
 

@@ -187,7 +187,8 @@ class Link:
         await handle(frame)
 
     async def _write(self, ws: ClientConnection) -> None:
-        """Send the outbox in order; a frame leaves it once the socket has taken it."""
+        """Once greeted, send the outbox in order; a frame leaves it once the socket took it."""
+        await self.connected.wait()
         while True:
             while self._outbox:
                 text = compact(self._outbox[0])

@@ -85,7 +85,7 @@ class SimulatedDevice:
     async def __aenter__(self) -> Self:
         """Run in the background until the first greeting; raises what ended it before."""
         self._task = asyncio.create_task(self.run(self._stop))
-        greeted = asyncio.create_task(self._greeted())
+        greeted = asyncio.create_task(self.wait_connected())
         done, _ = await asyncio.wait({self._task, greeted}, return_when=asyncio.FIRST_COMPLETED)
         if greeted not in done:
             greeted.cancel()
@@ -93,7 +93,8 @@ class SimulatedDevice:
             raise SimulatorError("stopped before connecting")
         return self
 
-    async def _greeted(self) -> None:
+    async def wait_connected(self) -> None:
+        """Until the device's socket is open and greeted (for callers of `run`)."""
         await self.linked.wait()
         await self.link.connected.wait()
 
