@@ -156,12 +156,18 @@ function banner(text, action, onAction) {
 }
 
 // --- frames from the relay ----------------------------------------------------------------------
-function handleFrame(frame, receivedAt) {
+function handleFrame(frame, receivedAt, replayed) {
   if (frame.type === "presence") {
     presence(frame.device_id, frame.online === true);
   } else if (frame.type === "event") {
-    addEntry(describeEvent(frame, app.sent.get(frame.req_id)), receivedAt, frame.event);
+    const described = describeEvent(frame, app.sent.get(frame.req_id));
+    if (replayed) described.title += " (while you were away)";
+    addEntry(described, receivedAt, frame.event);
     if (frame.event === "SIM_INFO" && Array.isArray(frame.sims)) showSims(frame.sims);
+  } else if (frame.type === "queued") {
+    const host = app.devices.get(frame.target_device_id);
+    const title = `${host?.name ?? "The host"} is offline: sent when it is back`;
+    addEntry({ tone: "info", kind: "queued", title }, receivedAt, "queued");
   } else if (typeof frame.error === "string") {
     addEntry(describeError(frame), receivedAt, "error");
   } else if (frame.type === "connected" && frame.gap) {
@@ -191,6 +197,9 @@ function addEntry({ tone, kind, title, detail }, receivedAt, name = kind) {
     detail ? h("div", { class: "detail" }, detail) : null,
   );
   feed.prepend(entry);
+  requestAnimationFrame(() => {
+    entry.dataset.shownAt = Date.now(); // the frame that shows it: the feed's own latency
+  });
   while (feed.childElementCount > FEED_LIMIT) feed.lastElementChild.remove();
   show($("feed-empty"), false);
 }
@@ -345,6 +354,7 @@ async function submitDevice(event) {
 function command(cmd, fields = {}) {
   const hostId = Number($("host-select").value);
   const frame = { type: "command", cmd, req_id: randomId(), to_device_id: hostId, ...fields };
+  if ($("queue-offline").checked) frame.offline = "queue"; // contract §7, kept a day by default
   const host = app.devices.get(hostId);
   if (!app.link || !app.link.send(frame)) {
     addEntry({ tone: "bad", kind: "error", title: "Not connected to the relay: nothing was sent" }, Date.now());

@@ -14,6 +14,7 @@ export class Link {
   constructor({ deviceId, token, since, onFrame, onState, onSeq }) {
     Object.assign(this, { deviceId, token, since, onFrame, onState, onSeq });
     this.ws = null;
+    this.replayUntil = 0; // the greeting's seq: frames up to it are replayed, not live
     this.failures = 0;
     this.timer = null;
     this.stopped = false;
@@ -39,14 +40,17 @@ export class Link {
       return;
     }
     if (frame === null || typeof frame !== "object") return;
+    let replayed = false;
     if (frame.type === "connected") {
       this.failures = 0;
+      this.replayUntil = Number.isInteger(frame.seq) ? frame.seq : 0;
       this.onState("live");
     } else if (Number.isInteger(frame.seq) && frame.seq > this.since) {
+      replayed = frame.seq <= this.replayUntil; // kept while this console was away
       this.since = frame.seq;
       this.onSeq(frame.seq);
     }
-    this.onFrame(frame, receivedAt);
+    this.onFrame(frame, receivedAt, replayed);
   }
 
   closed(ws, event) {
