@@ -73,11 +73,13 @@ def secrets_absent(text: str, account: Account) -> None:
 async def test_the_host_answers_like_a_phone(
     server: LiveServer, http: httpx.AsyncClient, alice: Account, pair: Pair
 ) -> None:
+    """Commands from a client socket and from REST are answered; injected and timed incoming
+    events reach the client."""
     lines: list[str] = []
     login = login_of(server, alice)
     async with (
-        SimulatedHost(login, device_id=pair.host.id, answer_delay=0, output=lines.append),
         socket(server, pair.client) as client_ws,
+        SimulatedHost(login, device_id=pair.host.id, answer_delay=0, output=lines.append) as host,
     ):
         await send(client_ws, get_sims_command("s1"))
         info = await receive(client_ws)
@@ -110,41 +112,37 @@ async def test_the_host_answers_like_a_phone(
         body = reply.json()
         assert body["status"] == "answered", body
         assert body["answer"] == event("SMS_SENT", body["req_id"], status="ok")
+        assert await receive(client_ws) == body["answer"]  # REST's answers go to every client
+        assert (await receive(client_ws))["event"] == "SMS_DELIVERED"
+
+        host.inject(phone.incoming_sms("+15551234", "hello there"))
+        host.inject(phone.incoming_call("+15559876"))
+        assert await receive(client_ws) == {
+            "type": "event",
+            "event": "INCOMING_SMS",
+            "sim": 1,
+            "from": "+15551234",
+            "body": "hello there",
+        }
+        assert await receive(client_ws) == {
+            "type": "event",
+            "event": "INCOMING_CALL",
+            "sim": 1,
+            "from": "+15559876",
+        }
     output = "\n".join(lines)
     assert f'< {{"type":"connected","device_id":{pair.host.id}' in output, output
     assert '> {"type":"event","event":"SIM_INFO"' in output, output
     secrets_absent(output, alice)
 
-
-async def test_injected_and_timed_events_reach_the_paired_client(
-    server: LiveServer, alice: Account, pair: Pair
-) -> None:
-    login = login_of(server, alice)
-    async with socket(server, pair.client) as client_ws:
-        async with SimulatedHost(login, device_id=pair.host.id, output=lambda _: None) as host:
-            host.inject(phone.incoming_sms("+15551234", "hello there"))
-            host.inject(phone.incoming_call("+15559876"))
-            assert await receive(client_ws) == {
-                "type": "event",
-                "event": "INCOMING_SMS",
-                "sim": 1,
-                "from": "+15551234",
-                "body": "hello there",
-            }
-            assert await receive(client_ws) == {
-                "type": "event",
-                "event": "INCOMING_CALL",
-                "sim": 1,
-                "from": "+15559876",
-            }
-        every = 0.05
-        async with SimulatedHost(
-            login, device_id=pair.host.id, incoming_sms_every=every, output=lambda _: None
-        ):
-            for number in (1, 2):
-                frame = await receive(client_ws)
-                assert frame["event"] == "INCOMING_SMS", frame
-                assert frame["body"] == f"Simulated message {number}", frame
+    async with (
+        socket(server, pair.client) as client_ws,
+        SimulatedHost(login, device_id=pair.host.id, incoming_sms_every=0.05, output=lines.append),
+    ):
+        for number in (1, 2):
+            frame = await receive(client_ws)
+            assert frame["event"] == "INCOMING_SMS", frame
+            assert frame["body"] == f"Simulated message {number}", frame
 
 
 async def test_a_dropped_host_comes_back_and_resumes_where_it_left_off(
@@ -200,30 +198,28 @@ async def test_a_dropped_host_comes_back_and_resumes_where_it_left_off(
     assert [greeting["seq"] for greeting in greetings] == [1, 2], greetings
 
 
-async def test_reconnecting_is_bounded(settings: Settings) -> None:
-    """A server that stays away ends the simulator after `attempts` failed reconnections."""
+async def test_reconnecting_is_bounded_and_a_takeover_is_not_fought(settings: Settings) -> None:
+    """Another socket for the device replaces the simulator's (4000): it stops at once. A
+    server that stays away ends it after `attempts` failed reconnections."""
+    quiet: dict[str, Any] = {"output": lambda _: None}
     async with serving(settings, graceful_shutdown_seconds=0.1) as served:  # stopped below
         bob = await make_account(served.http, "bob")
         host = await make_device(served.http, bob, "host")
         login = Login(served.live.url, "bob", bob.password)
+
+        simulated = SimulatedHost(login, device_id=host.id, **quiet)
+        running = asyncio.create_task(simulated.run(asyncio.Event()))
+        await asyncio.wait_for(simulated.wait_connected(), LINE_TIMEOUT)
+        async with socket(served.live, host):
+            with pytest.raises(SimulatorError, match="4000: another connection took this device"):
+                await asyncio.wait_for(running, LINE_TIMEOUT)
+
         backoff = Backoff(first=0.01, cap=0.02, attempts=3)
-        simulated = SimulatedHost(login, device_id=host.id, backoff=backoff, output=lambda _: None)
+        simulated = SimulatedHost(login, device_id=host.id, backoff=backoff, **quiet)
         running = asyncio.create_task(simulated.run(asyncio.Event()))
         await asyncio.wait_for(simulated.wait_connected(), LINE_TIMEOUT)
     with pytest.raises(SimulatorError, match="gave up after 3 attempts"):
         await asyncio.wait_for(running, LINE_TIMEOUT)
-
-
-async def test_a_takeover_is_not_fought(server: LiveServer, alice: Account, pair: Pair) -> None:
-    """Another socket for the device replaces the simulator's (4000): it stops, at once."""
-    simulated = SimulatedHost(
-        login_of(server, alice), device_id=pair.host.id, output=lambda _: None
-    )
-    running = asyncio.create_task(simulated.run(asyncio.Event()))
-    await asyncio.wait_for(simulated.wait_connected(), LINE_TIMEOUT)
-    async with socket(server, pair.host):
-        with pytest.raises(SimulatorError, match="4000: another connection took this device"):
-            await asyncio.wait_for(running, LINE_TIMEOUT)
 
 
 # --- the CLI, as a process ------------------------------------------------------------------
@@ -269,6 +265,10 @@ async def line_with(
     raise AssertionError(f"no such line; output so far:\n{''.join(seen)}")
 
 
+def is_greeting(line: str) -> bool:
+    return line.startswith('< {"type":"connected"')
+
+
 async def terminated(process: asyncio.subprocess.Process) -> tuple[int, str]:
     """SIGTERM to our process; its exit code and the rest of its stdout and stderr."""
     process.send_signal(signal.SIGTERM)
@@ -277,77 +277,47 @@ async def terminated(process: asyncio.subprocess.Process) -> tuple[int, str]:
     return process.returncode, (out + err).decode()
 
 
-async def test_simulate_host_as_a_process(
+async def test_simulate_host_and_client_as_processes(
     tmp_path: Path, server: LiveServer, alice: Account, pair: Pair
 ) -> None:
+    """`simulate host` answers a command typed into `simulate client` (a new client device,
+    "laptop", that pairs itself with the host) and raises what its stdin asks for; SIGTERM
+    ends both with exit 0."""
+    login = ("--url", server.url, "--username", alice.username)
+    host_args = ("--device-id", str(pair.host.id), "--answer-delay", "0", "--stdin")
+    client_args = ("--device-name", "laptop", "--host-device-id", str(pair.host.id))
+    host_seen: list[str] = []
     seen: list[str] = []
     async with (
-        simulate(
-            tmp_path,
-            "host",
-            "--url",
-            server.url,
-            "--username",
-            alice.username,
-            "--device-id",
-            str(pair.host.id),
-            "--answer-delay",
-            "0",
-            "--stdin",
-            password=alice.password,
-        ) as process,
-        socket(server, pair.client) as client_ws,
+        simulate(tmp_path, "host", *login, *host_args, password=alice.password) as host,
+        simulate(tmp_path, "client", *login, *client_args, password=alice.password) as client,
     ):
-        await line_with(process, lambda line: line.startswith('< {"type":"connected"'), seen)
-        await send(client_ws, get_sims_command("cli-1"))
-        assert await receive(client_ws) == event("SIM_INFO", "cli-1", sims=phone.SIMS)
-        assert process.stdin is not None
-        process.stdin.write(b"sms +15551234 hello from stdin\nnonsense\n")
-        await process.stdin.drain()
-        incoming = await receive(client_ws)
-        assert incoming == phone.incoming_sms("+15551234", "hello from stdin")
-        await line_with(process, lambda line: line.startswith("# expected `sms"), seen)
-        code, rest = await terminated(process)
-    assert code == 0, rest
-    output = "".join(seen) + rest
+        await line_with(host, is_greeting, host_seen)
+        await line_with(client, is_greeting, seen)
+        assert client.stdin is not None and host.stdin is not None
+        client.stdin.write(b"sims\n")
+        await client.stdin.drain()
+        sent = await line_with(client, lambda line: '"cmd":"GET_SIMS"' in line, seen)
+        assert sent.startswith("> ") and f'"to_device_id":{pair.host.id}' in sent, sent
+        answer = await line_with(client, lambda line: '"event":"SIM_INFO"' in line, seen)
+        assert answer.startswith("< ") and '"slot":2' in answer, answer
+
+        host.stdin.write(b"sms +15551234 hello from stdin\nnonsense\n")
+        await host.stdin.drain()
+        incoming = await line_with(client, lambda line: "INCOMING_SMS" in line, seen)
+        frame = json.loads(incoming.removeprefix("< "))
+        assert {k: v for k, v in frame.items() if k != "seq"} == phone.incoming_sms(
+            "+15551234", "hello from stdin"
+        )
+        await line_with(host, lambda line: line.startswith("# expected `sms"), host_seen)
+        (host_code, host_rest), (code, rest) = await asyncio.gather(
+            terminated(host), terminated(client)
+        )
+    assert (host_code, code) == (0, 0), (host_rest, rest)
+    assert any(line.startswith("# paired with host") for line in seen), seen
+    output = "".join(host_seen + seen) + host_rest + rest
     assert "Traceback" not in output, output
     secrets_absent(output, alice)
-
-
-async def test_simulate_client_as_a_process(
-    tmp_path: Path, server: LiveServer, alice: Account, pair: Pair
-) -> None:
-    """A new client device ("laptop") pairs itself with the host and sends a typed command."""
-    login = login_of(server, alice)
-    seen: list[str] = []
-    async with (
-        SimulatedHost(login, device_id=pair.host.id, output=lambda _: None),
-        simulate(
-            tmp_path,
-            "client",
-            "--url",
-            server.url,
-            "--username",
-            alice.username,
-            "--device-name",
-            "laptop",
-            "--host-device-id",
-            str(pair.host.id),
-            password=alice.password,
-        ) as process,
-    ):
-        await line_with(process, lambda line: line.startswith('< {"type":"connected"'), seen)
-        assert process.stdin is not None
-        process.stdin.write(b"sims\n")
-        await process.stdin.drain()
-        sent = await line_with(process, lambda line: '"cmd":"GET_SIMS"' in line, seen)
-        assert sent.startswith("> ") and f'"to_device_id":{pair.host.id}' in sent, sent
-        answer = await line_with(process, lambda line: '"event":"SIM_INFO"' in line, seen)
-        assert answer.startswith("< ") and '"slot":2' in answer, answer
-        code, rest = await terminated(process)
-    assert code == 0, rest
-    assert any(line.startswith("# paired with host") for line in seen), seen
-    secrets_absent("".join(seen) + rest, alice)
 
 
 async def test_devices_by_name_and_the_reasons_to_stop(

@@ -84,7 +84,6 @@ class Link:
         self._outbox: deque[Frame] = deque()
         self._queued = asyncio.Event()
         self._ws: ClientConnection | None = None
-        self._stop = asyncio.Event()
 
     def send(self, frame: Frame) -> None:
         """Send `frame` now, or as soon as the socket is back."""
@@ -98,12 +97,11 @@ class Link:
         """Keep the socket open and hand every frame received to `handle`, until `stop` is set.
         Raises `SimulatorError` when reconnecting cannot help, or after `backoff.attempts`
         failures in a row."""
-        self._stop = stop
         watcher = asyncio.create_task(self._close_on(stop))
         try:
             failures = 0
             while not stop.is_set():
-                reason = await self._session(handle)
+                reason = await self._session(handle, stop)
                 if self.connected.is_set():
                     failures = 0  # it was up: count afresh
                     self.connected.clear()
@@ -121,7 +119,7 @@ class Link:
         finally:
             watcher.cancel()
 
-    async def _session(self, handle: Handler) -> str:
+    async def _session(self, handle: Handler, stop: asyncio.Event) -> str:
         """One connection, from dialling to its end; returns why it ended."""
         try:
             async with connect(
@@ -131,7 +129,7 @@ class Link:
                 close_timeout=2,
             ) as ws:
                 self._ws = ws
-                if self._stop.is_set():  # set while dialling: the watcher saw no socket
+                if stop.is_set():  # set while dialling: the watcher saw no socket
                     await ws.close()
                 writer = asyncio.create_task(self._write(ws))
                 try:

@@ -34,7 +34,6 @@ class SimulatedDevice:
         self.output = output
         self._wanted = (device_id, device_name)
         self._backoff = backoff
-        self._device: DeviceAccess | None = None
         self._link: Link | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
