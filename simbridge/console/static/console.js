@@ -136,6 +136,11 @@ function linkState(state) {
   const [look, text] = STATES[state];
   $("status").dataset.state = look;
   $("status").textContent = text;
+  const self = app.devices.get(app.consoleId);
+  if (self && self.is_online !== (state === "live")) {
+    self.is_online = state === "live"; // presence frames are about the peers, not this device
+    renderDevices();
+  }
   if (state === "live") banner(null);
   if (state === "offline") refresh(); // signs out if the account token is no longer valid
   if (state === "replaced" || state === "revoked") {
