@@ -56,6 +56,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 HOWTO = "install Debian's browser (apt-get install -y chromium) and pip install playwright"
 TIMEOUT_MS = 5000
 SCREENSHOT_ENV = "SIMBRIDGE_SCREENSHOT"
+# In no URL: a query token, a subprotocol-style bearer, a device token, a JWT (`{"` in base64)
+CREDENTIAL_MARKS = ("token=", "bearer", "sbd_", "eyJ")
 
 
 # --- the module's server and browser ----------------------------------------------------------
@@ -152,8 +154,9 @@ async def console(
     browser: Browser, live: LiveServer, request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Console]:
     """A fresh browser context on /console's server; requests to anywhere else are recorded and
-    aborted. A failed test leaves a screenshot in its tmp path; an error in the page fails it
-    (at teardown)."""
+    aborted. A failed test leaves a screenshot in its tmp path. At teardown, the test fails if
+    the page reported an error, asked for anything outside the server, or put what looks like
+    a credential in a URL (HTTP or WebSocket)."""
     server_host = urlsplit(live.url).netloc
     traffic = Traffic()
 
@@ -184,6 +187,10 @@ async def console(
         report(f"screenshot of the failed console: {shot}")
     await context.close()
     assert traffic.errors == [], "the page reported errors"
+    assert traffic.outside == [], "the page asked for something outside the server"
+    for url in traffic.urls:
+        for credential in CREDENTIAL_MARKS:
+            assert credential not in url, url
 
 
 def report(line: str) -> None:
@@ -371,12 +378,10 @@ async def test_console_pairs_sends_and_follows_a_host(
     await page.click("#sms-form button[type=submit]")
     await console.wait_entry("queued", "Office phone is offline: sent when it is back")
 
-    assert console.traffic.outside == []
     socket_urls = [url for url in console.traffic.urls if url.startswith("ws")]
     assert socket_urls and all("/ws/client/" in url for url in socket_urls), socket_urls
-    for url in console.traffic.urls:
-        for secret in (carol.token, host_token, "sbd_", "bearer", "token="):
-            assert secret not in url, url
+    for url in console.traffic.urls:  # and the fixture's checks at teardown
+        assert carol.token not in url and host_token not in url, url
     report(f"console first paint (ms after navigation start): {first_paint}")
     for what, figures in latencies.items():
         report(
