@@ -26,6 +26,7 @@ const app = {
   codes: new Map(), // host id -> {code, until}
   sent: new Map(), // req_id -> command frame this console sent, the latest SENT_LIMIT
   refreshTimer: null,
+  live: false, // whether the console's own socket is greeted
 };
 
 // --- signing in -------------------------------------------------------------------------------
@@ -65,7 +66,7 @@ function signOut() {
   if (app.link) app.link.close();
   clearInterval(app.refreshTimer);
   sessionStorage.removeItem(SESSION_KEY);
-  Object.assign(app, { session: null, api: null, link: null, consoleId: null, pairings: [] });
+  Object.assign(app, { session: null, api: null, link: null, consoleId: null, pairings: [], live: false });
   app.devices.clear();
   app.codes.clear();
   app.sent.clear();
@@ -111,6 +112,7 @@ async function consoleDevice() {
 async function connect() {
   if (app.link) app.link.close();
   const device = await consoleDevice();
+  const { userId } = app.session;
   app.consoleId = device.id;
   app.link = new Link({
     deviceId: device.id,
@@ -118,7 +120,7 @@ async function connect() {
     since: device.since,
     onFrame: handleFrame,
     onState: linkState,
-    onSeq: (seq) => remember(app.session.userId, { deviceId: device.id, seq }),
+    onSeq: (seq) => remember(userId, { deviceId: device.id, seq }),
   });
   app.link.open();
 }
@@ -136,17 +138,26 @@ function linkState(state) {
   const [look, text] = STATES[state];
   $("status").dataset.state = look;
   $("status").textContent = text;
+  app.live = state === "live";
   const self = app.devices.get(app.consoleId);
-  if (self && self.is_online !== (state === "live")) {
-    self.is_online = state === "live"; // presence frames are about the peers, not this device
+  if (self && self.is_online !== app.live) {
+    self.is_online = app.live; // presence frames are about the peers, not this device
     renderDevices();
   }
   if (state === "live") banner(null);
   if (state === "offline") refresh(); // signs out if the account token is no longer valid
   if (state === "replaced" || state === "revoked") {
-    banner("This console is open in another tab or window.", "Use it here", connect);
+    banner("This console is open in another tab or window.", "Use it here", reconnect);
   }
-  if (state === "removed") banner("This console's device was deleted.", "Set it up again", connect);
+  if (state === "removed") banner("This console's device was deleted.", "Set it up again", reconnect);
+}
+
+async function reconnect() {
+  try {
+    await connect();
+  } catch (error) {
+    if (app.session) banner(error.message, "Try again", reconnect);
+  }
 }
 
 function banner(text, action, onAction) {
@@ -226,6 +237,8 @@ async function refresh() {
     const [devices, pairings] = await Promise.all([app.api.devices(), app.api.pairings()]);
     app.devices = new Map(devices.map((device) => [device.id, device]));
     app.pairings = pairings;
+    const self = app.devices.get(app.consoleId);
+    if (self) self.is_online = app.live; // the list may have been read before the greeting
     renderDevices();
   } catch (error) {
     if (!(error instanceof ApiError) || error.status !== 401) console.warn(error.message);
