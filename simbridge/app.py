@@ -63,6 +63,7 @@ def create_app(
     for module_name in blueprints:
         app.blueprint(import_module(module_name).bp)
     _leave_sockets_out_of_openapi(app)
+    sanic_compat.batch_signal_finalization(app)
     setup_lifecycle(app)  # after the blueprints: its stop listener must run before Sanic's
     return app
 

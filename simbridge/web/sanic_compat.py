@@ -15,7 +15,7 @@ import multiprocessing
 from collections.abc import Coroutine
 from typing import Any
 
-from sanic import Request
+from sanic import Request, Sanic
 from sanic.handlers import ErrorHandler
 from sanic.server.protocols.base_protocol import SanicProtocol
 from sanic.server.protocols.http_protocol import HttpProtocol
@@ -23,6 +23,7 @@ from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from sanic.worker.loader import CertLoader as CertLoader  # the base of SimBridgeCertLoader
 from sanic.worker.process import Worker, WorkerProcess
+from sanic_ext.config import PRIORITY as SANIC_EXT_PRIORITY
 from sanic_routing import Route
 from websockets.frames import Frame
 
@@ -57,6 +58,11 @@ INTERNALS: dict[tuple[type, str], str] = {
     # process (one or --workers N) for the TLS context; SimBridgeCertLoader (simbridge.web.tls)
     # overrides it to keep that context for reloading.
     (CertLoader, "load"): "SimBridgeCertLoader builds each process's TLS context",
+    # Read by batch_signal_finalization: once started, each route added goes through
+    # `amend`, which resets and finalizes the signal router unless it is already reset.
+    (Sanic, "amend"): "finalizes the signal router after each route added once started",
+    (Sanic, "signal_router"): "reset before sanic-ext's routes, finalized once after them",
+    (Sanic, "signalize"): "finalizes the signal router",
     # How Sanic names its server worker processes (as Sanic's own worker_serve checks it).
     (Worker, "WORKER_PREFIX"): "server_worker_pids: the start of a server worker's name",
     (WorkerProcess, "SERVER_LABEL"): "server_worker_pids: the kind in a server worker's name",
@@ -125,3 +131,22 @@ def server_worker_pids() -> list[int]:
         for child in multiprocessing.active_children()
         if child.pid is not None and child.name.startswith(prefix)
     ]
+
+
+def batch_signal_finalization(app: Sanic[Any, Any]) -> None:
+    """Finalize Sanic's signal router once after sanic-ext's start-up routes, not per route.
+
+    sanic-ext adds a HEAD and an OPTIONS route for every route in a `before_server_start`
+    listener (priority `SANIC_EXT_PRIORITY`), after Sanic marks the app started; Sanic's
+    `amend` then resets and compiles the signal router again for each one (about 15 ms each:
+    most of a server's start-up, and of a test's). Resetting it just before sanic-ext's
+    listener and finalizing it just after makes those `amend`s leave it alone."""
+
+    async def reset(app: Sanic[Any, Any]) -> None:
+        app.signal_router.reset()
+
+    async def finalize(app: Sanic[Any, Any]) -> None:
+        app.signalize(app.config.TOUCHUP)
+
+    app.before_server_start(reset, priority=SANIC_EXT_PRIORITY + 1)
+    app.before_server_start(finalize, priority=SANIC_EXT_PRIORITY - 1)

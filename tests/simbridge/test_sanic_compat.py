@@ -7,13 +7,15 @@ import inspect
 
 import httpx
 import pytest
+from sanic import Sanic
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from tortoise import Tortoise
 from websockets.asyncio.client import connect
 from websockets.server import ServerProtocol
 
+from simbridge.config import Settings
 from simbridge.web.sanic_compat import INTERNALS
-from tests.helpers import make_account, make_device, pair_devices, receive, send
+from tests.helpers import LiveServer, make_account, make_device, pair_devices, receive, send
 from tests.processes import Servers
 
 TORTOISE_PRIVATE_PARAMETER = "_enable_global_fallback"  # passed by simbridge.db.start_orm
@@ -98,3 +100,26 @@ async def test_sanic_factory_run_relays(servers: Servers) -> None:
         assert (await receive(client_ws))["type"] == "connected"
         await send(client_ws, {"type": "command", "cmd": "GET_SIMS", "req_id": "r1"})
         assert await receive(host_ws) == {"type": "command", "cmd": "GET_SIMS", "req_id": "r1"}
+
+
+async def test_a_server_start_compiles_the_signal_router_once_with_sanic_exts_routes(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    """`batch_signal_finalization`: sanic-ext's HEAD and OPTIONS routes are added at start
+    without a signal router compiled per route (which made a start take most of a second),
+    and the signals work afterwards (a request runs through them)."""
+    compiled: list[Sanic] = []
+    signalize = Sanic.signalize
+
+    def counting(app: Sanic, allow_fail_builtin: bool = True) -> None:
+        compiled.append(app)
+        signalize(app, allow_fail_builtin)
+
+    monkeypatch.setattr(Sanic, "signalize", counting)
+    async with LiveServer.running(settings) as server:
+        methods = {method for route in server.app.router.routes for method in route.methods}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.head("/health")).status_code == 200
+            assert (await http.get("/health")).status_code == 200
+    assert {"HEAD", "OPTIONS"} <= methods
+    assert 1 <= len(compiled) <= 2, f"the signal router was compiled {len(compiled)} times"
