@@ -304,6 +304,14 @@ async def test_a_command_queued_on_one_process_takes_its_seq_when_written_on_the
             await send(host_ws, sim_info_event("queued-on-b"))
             assert await receive(client_ws) == sim_info_event("queued-on-b")
             await assert_marker_next(client_ws, host, host_ws, inbox)  # seq 3
+        await offline(cluster.http_b, host)
+        later = get_sims_command("queued-later", offline="queue")
+        await send(client_ws, later)
+        assert (await receive(client_ws))["type"] == "queued"
+        # asking for nothing older than a seq beyond the latest still brings the queue
+        async with since_socket(cluster.a, host, 10**6) as (host_ws, greeting):
+            assert greeting == greeting_of(host, 3)
+            assert await receive_replay(host_ws, 1) == [{**later, "seq": inbox.add(later)}]
     state = await cluster.http_a.get("/commands/queued-on-b", headers=cluster.alice.headers)
     assert state.json()["state"] == "answered", state.text
 

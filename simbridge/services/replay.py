@@ -64,6 +64,7 @@ async def replay_inbox(
     await writer.flush()  # every frame with a seq up to `latest` is in the log now
     rows = await kept_frames(device_id, since, latest, settings)
     replay = {seq: protocol.with_seq(payload, seq) for seq, payload in rows}
+    _add_queued(replay, [(number, frame) for number, (_, frame) in numbered])
     await _greet_and_replay(session, greeted if numbered else latest, latest, replay, peers)
 
 
@@ -93,7 +94,15 @@ async def replay_kept(
         await writer.write(sender_id, device_id, protocol.COMMAND, frame, number)
     peers = await presence()
     replay = {seq: protocol.with_seq(payload, seq) for seq, payload in opened.frames}
+    _add_queued(replay, list(zip(opened.numbered, (frame for _, frame in queued), strict=True)))
     await _greet_and_replay(session, opened.greeted, latest, replay, peers)
+
+
+def _add_queued(replay: dict[int, str], numbered: list[tuple[int, str]]) -> None:
+    """The queued commands follow the replay whatever `since` was (contract §6): a host asking
+    for nothing older than a seq beyond its latest still gets them, with their new seqs."""
+    for number, frame in numbered:
+        replay.setdefault(number, protocol.with_seq(frame, number))
 
 
 async def _greet_and_replay(

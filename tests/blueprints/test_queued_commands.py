@@ -545,6 +545,29 @@ async def test_a_queued_command_is_kept_with_its_seq_and_replayed_like_any_comma
             await link.assert_marker_next(client_ws)  # seq 5: nothing queued twice
 
 
+@pytest.mark.parametrize("since", [1, 2, 10**6], ids=["latest", "latest+1", "far-beyond"])
+async def test_queued_commands_come_whatever_the_since_of_the_host(
+    world: PairedWorld, since: int
+) -> None:
+    """A host that had everything (or asks for nothing older than a seq beyond its latest,
+    as a fresh device may) still gets its queued commands after the greeting, each with the
+    next seq; they are not left `sent` without ever being written."""
+    host, client = world.pair.host, world.pair.client
+    async with socket(world.live, client) as client_ws:
+        async with host_socket(world.live, host, "since") as link:
+            await send(client_ws, command("before", to_device_id=host.id))
+            await link.next()  # seq 1
+        await offline(world.http, host)
+        rest_id = await queue_by_rest(world.http, host.owner, "sms", host)
+        queued = command("queued-ws", offline="queue")
+        await queue_by_socket(client_ws, host, queued)
+        async with dial(world.live, host, host.owner.token, since=since) as ws:
+            greeting = await receive(ws)
+            assert greeting == {"type": "connected", "device_id": host.id, "seq": 1}, greeting
+            assert await next_frame(ws) == {**rest_frame("sms", rest_id), "seq": 2}
+            assert await next_frame(ws) == {**queued, "seq": 3}
+
+
 async def test_a_queued_command_written_to_a_v1_socket_is_kept_for_a_later_since_socket(
     world: PairedWorld,
 ) -> None:
