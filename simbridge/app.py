@@ -98,8 +98,8 @@ def _describe_api(app: SimBridgeApp) -> None:
             "oas_ui_swagger_cdn_url": docs_assets.ASSETS_URL,
             "oas_ui_swagger_version": docs_assets.SWAGGER_UI_VERSION,
             "oas_ui_swagger_html_title": "SimBridge API",
-            # sanic-ext's Redoc page loads its script from a CDN and its fonts from Google, and
-            # no PyPI package ships Redoc's bundle without a web framework of its own.
+            # sanic-ext's Redoc page loads its script from a CDN and its fonts from Google; the
+            # PyPI package that ships Redoc's bundle (drf-spectacular-sidecar) needs Django.
             "oas_ui_redoc": False,
             "oas_url_prefix": "/docs",
             "oas_uri_to_json": "/openapi.json",
