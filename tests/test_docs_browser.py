@@ -82,10 +82,13 @@ async def test_docs_list_the_operations_with_no_request_leaving_the_server(
     operations = [op for ops in spec["paths"].values() for op in ops.values()]
 
     page = await browser.new_page()
+    errors: list[str] = []  # a script that failed, or anything the page's CSP refused
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
     try:
         await page.route("**/*", only_this_server)
         await page.goto(f"http://{origin}/docs", wait_until="networkidle")
-        assert elsewhere == []  # the page's own files
+        assert (elsewhere, errors) == ([], [])  # the page and its own files loaded
         blocks = page.locator(".opblock")
         await blocks.nth(len(operations) - 1).wait_for(timeout=PAGE_TIMEOUT_MS)
         assert await blocks.count() == len(operations)
@@ -95,3 +98,4 @@ async def test_docs_list_the_operations_with_no_request_leaving_the_server(
     finally:
         await page.close()
     assert elsewhere == []  # and nothing the rendered page asked for (a validator badge)
+    assert errors == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from base64 import b64encode
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,22 @@ async def test_docs_page_loads_its_files_from_this_server(http: httpx.AsyncClien
         assert reply.headers["cache-control"] == "public, max-age=31536000"
         shipped = SWAGGER_UI_FILES / url.rsplit("/", 1)[1].replace(".min.", ".")
         assert reply.content == shipped.read_bytes()
+
+
+async def test_docs_page_policy_names_no_other_host(http: httpx.AsyncClient) -> None:
+    """What the page may load, by its Content-Security-Policy: this server's files, its one
+    inline script (by hash), inline styles and data: images; never another host."""
+    page = await http.get("/docs")
+    directives = [d.split() for d in page.headers["content-security-policy"].split(";")]
+    policy = {name: sources for name, *sources in directives}
+    assert policy["default-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
+    assert policy["connect-src"] == ["'self'"]  # the document, and "Try it out"
+    inline = re.findall(r"<script>(.*?)</script>", page.text, re.DOTALL)
+    digest = b64encode(sha256(inline[0].encode()).digest()).decode()
+    assert policy["script-src"] == ["'self'", f"'sha256-{digest}'"]
+    allowed = {"'self'", "'none'", "'unsafe-inline'", "data:"}
+    for name, sources in policy.items():
+        assert set(sources) - allowed <= {f"'sha256-{digest}'"}, (name, sources)
 
 
 async def test_docs_assets_serve_nothing_else(http: httpx.AsyncClient) -> None:

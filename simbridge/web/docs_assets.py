@@ -1,5 +1,6 @@
-"""Swagger UI's files for /docs, served by this server from the `swagger-ui-bundle` package, so
-the API docs work where no CDN can be reached (a relay on a LAN, a strict egress policy).
+"""Swagger UI at /docs from this server alone: its files from the `swagger-ui-bundle` package,
+so the API docs work where no CDN can be reached (a relay on a LAN, a strict egress policy), and
+a Content-Security-Policy that lets the page load nothing from elsewhere.
 
 sanic-ext's Swagger page loads `{OAS_UI_SWAGGER_CDN_URL}/{OAS_UI_SWAGGER_VERSION}/<name>`, where
 `<name>` is a minified build's name; the package ships those builds minified under the plain
@@ -8,10 +9,13 @@ names, so `ASSETS` maps one to the other and serves nothing else.
 
 from __future__ import annotations
 
+import re
+from base64 import b64encode
+from hashlib import sha256
 from pathlib import Path
 
 from sanic import Blueprint, Request
-from sanic.response import HTTPResponse, file
+from sanic.response import BaseHTTPResponse, HTTPResponse, file
 from sanic_ext.extensions.openapi import openapi
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
@@ -30,6 +34,15 @@ ASSETS = {
     "swagger-ui.min.css": ("swagger-ui.css", "text/css; charset=utf-8"),
 }
 ONE_YEAR = 365 * 24 * 3600  # the version is in the path: a file under it never changes
+
+# sanic-ext's page starts Swagger UI from an inline script, allowed by its hash; Swagger UI sets
+# inline styles and draws icons from data: URIs.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self' {scripts}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'none'"
+)
+INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 bp = Blueprint("docs_assets", url_prefix=ASSETS_URL)
 
@@ -52,9 +65,20 @@ async def oauth2_redirect_page(request: Request) -> HTTPResponse:
     return await file(SWAGGER_UI_DIR / "oauth2-redirect.html", mime_type="text/html")
 
 
+async def add_page_policy(request: Request, response: BaseHTTPResponse) -> None:
+    scripts = INLINE_SCRIPT.findall(response.body or b"")
+    hashes = " ".join(
+        f"'sha256-{b64encode(sha256(script).digest()).decode()}'" for script in scripts
+    )
+    response.headers["Content-Security-Policy"] = PAGE_POLICY.format(scripts=hashes)
+
+
 def serve_swagger_ui(app: SimBridgeApp) -> None:
-    """Serve the Swagger UI files; after `app.extend`, which adds the docs routes."""
+    """Serve the Swagger UI files and the page's policy; after `app.extend`, which adds the
+    docs routes."""
     app.blueprint(bp)
-    redirect_route = f"{app.name}.openapi.oauth2-redirect"
+    routes = f"{app.name}.openapi"
     # Middleware that answers ends the request before sanic-ext's handler runs.
-    app.register_named_middleware(oauth2_redirect_page, route_names=[redirect_route])
+    app.register_named_middleware(oauth2_redirect_page, route_names=[f"{routes}.oauth2-redirect"])
+    pages = [f"{routes}.index", f"{routes}.swagger"]
+    app.register_named_middleware(add_page_policy, route_names=pages, attach_to="response")
