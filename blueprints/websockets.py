@@ -19,6 +19,7 @@ from simbridge.protocol import CLOSE_REVOKED
 from simbridge.services.admission import admit_socket
 from simbridge.web.auth import SUBPROTOCOL, socket_token
 from simbridge.web.context import app_context, runtime_of
+from simbridge.web.origins import origin_allowed
 from simbridge.web.parsing import socket_since
 from simbridge.web.queued_websocket import QueuedWebsocket
 from simbridge.web.server_protocol import SimBridgeProtocol
@@ -35,7 +36,8 @@ async def admit(request: Request) -> None:
     """
     ctx = app_context(request)
     origin = request.headers.get("origin")
-    if origin is not None and not _origin_allowed(request, origin, ctx.settings.origins):
+    own_host = request.headers.get("host", "")
+    if origin is not None and not origin_allowed(origin, own_host, ctx.settings.origins):
         raise Forbidden("This Origin may not open a socket")
     assert request.route is not None  # blueprint middleware runs for a matched route only
     device_type = DeviceType(request.route.ctx.device_type)
@@ -51,17 +53,6 @@ async def admit(request: Request) -> None:
         ctx.runtime.broker,
     )
     SimBridgeProtocol.adopt(request)
-
-
-def _origin_allowed(request: Request, origin: str, allowed: frozenset[str]) -> bool:
-    """A listed origin, or a page this server served (the console at /console): its origin
-    names the very host the browser sent this handshake to. The scheme is not compared, since
-    a TLS proxy in front makes an https page open a socket that reaches us as plain ws."""
-    if origin in allowed:
-        return True
-    scheme, _, host = origin.partition("://")
-    own_host = request.headers.get("host", "")
-    return scheme in ("http", "https") and bool(own_host) and host.lower() == own_host.lower()
 
 
 async def host_socket(request: Request, ws: Websocket, device_id: int) -> None:

@@ -227,6 +227,10 @@ async def test_oauth2_redirect_page_comes_from_the_package(http: httpx.AsyncClie
     reply = await http.get("/docs/oauth2-redirect.html")
     assert reply.status_code == 200
     assert reply.content == (SWAGGER_UI_FILES / "oauth2-redirect.html").read_bytes()
+    policy = reply.headers["content-security-policy"]
+    assert policy.startswith("default-src 'none'; script-src 'self' 'sha256-")
+    (inline,) = re.findall(r"<script>(.*?)</script>", reply.text, re.DOTALL)
+    assert f"'sha256-{b64encode(sha256(inline.encode()).digest()).decode()}'" in policy
 
 
 async def test_redoc_is_not_offered(http: httpx.AsyncClient) -> None:

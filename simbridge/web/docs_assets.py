@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from base64 import b64encode
+from functools import lru_cache
 from hashlib import sha256
 from pathlib import Path
 
@@ -65,12 +66,19 @@ async def oauth2_redirect_page(request: Request) -> HTTPResponse:
     return await file(SWAGGER_UI_DIR / "oauth2-redirect.html", mime_type="text/html")
 
 
-async def add_page_policy(request: Request, response: BaseHTTPResponse) -> None:
-    scripts = INLINE_SCRIPT.findall(response.body or b"")
+@lru_cache(maxsize=8)
+def page_policy(page: bytes) -> str:
+    """The policy of a page, its inline scripts allowed by hash; a few pages, each the same on
+    every request, so each is hashed once."""
+    scripts = INLINE_SCRIPT.findall(page)
     hashes = " ".join(
         f"'sha256-{b64encode(sha256(script).digest()).decode()}'" for script in scripts
     )
-    response.headers["Content-Security-Policy"] = PAGE_POLICY.format(scripts=hashes)
+    return PAGE_POLICY.format(scripts=hashes)
+
+
+async def add_page_policy(request: Request, response: BaseHTTPResponse) -> None:
+    response.headers["Content-Security-Policy"] = page_policy(response.body or b"")
 
 
 def serve_swagger_ui(app: SimBridgeApp) -> None:
@@ -80,5 +88,5 @@ def serve_swagger_ui(app: SimBridgeApp) -> None:
     routes = f"{app.name}.openapi"
     # Middleware that answers ends the request before sanic-ext's handler runs.
     app.register_named_middleware(oauth2_redirect_page, route_names=[f"{routes}.oauth2-redirect"])
-    pages = [f"{routes}.index", f"{routes}.swagger"]
+    pages = [f"{routes}.index", f"{routes}.swagger", f"{routes}.oauth2-redirect"]
     app.register_named_middleware(add_page_policy, route_names=pages, attach_to="response")
