@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -51,11 +52,16 @@ FINAL_STATUSES = {
 class Backoff:
     """Waits between reconnection attempts: doubling from `first` up to `cap` seconds, each
     drawn between half and all of that ("equal jitter", so devices dropped together spread out
-    but none retries at once); `attempts` failures in a row end the link."""
+    but none retries at once); `attempts` failures in a row end the link.
+
+    A connection is a success only once it has stayed up `stable` seconds after its greeting:
+    one closed sooner (a server that greets and then drops it at once) is a failure like a
+    refused dial, so the waits keep growing instead of redialling at the shortest forever."""
 
     first: float = 0.5
     cap: float = 30.0
     attempts: int = 20
+    stable: float = 10.0
 
     def delay(self, attempt: int, draw: Callable[[], float] = random.random) -> float:
         ceiling = min(self.cap, self.first * 2.0 ** min(attempt - 1, 32))
@@ -72,7 +78,14 @@ def compact(frame: Frame) -> str:
 class Link:
     """The socket of `device` at `ws_url`, kept open by `run` until its stop event is set."""
 
-    def __init__(self, ws_url: str, device: DeviceAccess, output: Output, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        device: DeviceAccess,
+        output: Output,
+        backoff: Backoff,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.device = device
         self._url = f"{ws_url}/ws/{device.kind}/{device.device_id}"
         self._token = device.token
@@ -81,6 +94,8 @@ class Link:
         self._since_supported = True
         self.latest_seq: int | None = None  # the latest seq handed to this device, once known
         self.connected = asyncio.Event()  # set while a socket is open and greeted
+        self._clock = clock
+        self._greeted_at: float | None = None  # when the current socket was greeted
         self._outbox: deque[Frame] = deque()
         self._queued = asyncio.Event()
         self._ws: ClientConnection | None = None
@@ -102,9 +117,9 @@ class Link:
             failures = 0
             while not stop.is_set():
                 reason = await self._session(handle, stop)
-                if self.connected.is_set():
-                    failures = 0  # it was up: count afresh
-                    self.connected.clear()
+                if self._stayed_up():
+                    failures = 0  # it was up long enough: count afresh
+                self.connected.clear()
                 if stop.is_set():
                     break
                 failures += 1
@@ -154,6 +169,12 @@ class Link:
             raise SimulatorError(f"closed with {ws.close_code}: {FINAL_CLOSES[ws.close_code]}")
         return f"closed with {ws.close_code}"
 
+    def _stayed_up(self) -> bool:
+        """Whether the connection that just ended was greeted and then up `backoff.stable`
+        seconds (see `Backoff`)."""
+        greeted_at, self._greeted_at = self._greeted_at, None
+        return greeted_at is not None and self._clock() - greeted_at >= self._backoff.stable
+
     def _closed(self, closed: ConnectionClosed) -> str:
         code = closed.rcvd.code if closed.rcvd is not None else None
         if code in FINAL_CLOSES:
@@ -177,12 +198,28 @@ class Link:
             return
         seq = frame.get("seq")
         if frame.get("type") == "connected":
-            if self.latest_seq is None and isinstance(seq, int):
-                self.latest_seq = seq  # the first greeting: everything up to here is skipped
-            self.connected.set()
-        elif isinstance(seq, int) and not isinstance(seq, bool):
+            self._greeted(seq)
+        elif _is_seq(seq):
             self.latest_seq = max(seq, self.latest_seq or 0)
         await handle(frame)
+
+    def _greeted(self, seq: Any) -> None:
+        """The greeting's `seq` is the latest the server has assigned to the device (§6). The
+        first greeting sets where the link starts: everything up to it is skipped. A later one
+        below ours means the server lost its count (restarted with an in-memory registry, its
+        inbox gone) and numbers afresh from there: resuming from our higher seq would skip
+        every new frame numbered below it."""
+        if _is_seq(seq):
+            if self.latest_seq is None:
+                self.latest_seq = seq
+            elif seq < self.latest_seq:
+                self._output(
+                    f"# the server's latest seq {seq} is below ours ({self.latest_seq}): "
+                    f"it lost its count; resuming from {seq}"
+                )
+                self.latest_seq = seq
+        self._greeted_at = self._clock()
+        self.connected.set()
 
     async def _write(self, ws: ClientConnection) -> None:
         """Once greeted, send the outbox in order; a frame leaves it once the socket took it."""
@@ -203,3 +240,7 @@ class Link:
         await stop.wait()
         if self._ws is not None:
             await self._ws.close()
+
+
+def _is_seq(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -5,6 +5,10 @@ with `SIM_INFO` (two SIMs), `SEND_SMS` with `SMS_SENT` then `SMS_DELIVERED`, `MA
 `CALL_STATE` dialing, active, ended. Each carries the command's `req_id`. A command naming a SIM
 the phone does not have (or a bad number) fails as a phone would: `SMS_SENT` with
 `"status":"error"`, or one `CALL_STATE` `ended` with an `error`. Other commands are not answered.
+
+A command without a `req_id` (the server adds one, contract §4, so only from a server that does
+not) is still carried out, and its events carry no `req_id`: they reach every paired client
+like an incoming SMS. `"req_id": null` would name no command and could be taken for one.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ def answers(command: Frame) -> list[Frame]:
 
 
 def event(name: str, req_id: Any, **fields: Any) -> Frame:
-    return {"type": "event", "event": name, **fields, "req_id": req_id}
+    """An event frame answering the command `req_id`, or answering none when it is None."""
+    frame = {"type": "event", "event": name, **fields}
+    return frame if req_id is None else {**frame, "req_id": req_id}
 
 
 def incoming_sms(sender: str, body: str, sim: int = DEFAULT_SIM) -> Frame:
