@@ -14,6 +14,7 @@ SIMBRIDGE_SCREENSHOT=docs/console.png the end-to-end test writes the docs' scree
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -49,7 +50,13 @@ from tests.helpers import (
 )
 
 try:
-    from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+    from playwright.async_api import (
+        Browser,
+        BrowserContext,
+        Page,
+        WebSocketRoute,
+        async_playwright,
+    )
 except ImportError:  # the browser tests skip (or fail with CI=true) below
     async_playwright = None
 
@@ -133,12 +140,25 @@ class Console:
     async def open(self) -> None:
         await self.page.goto(f"{self.server.url}/console")
 
-    async def sign_in(self, account: Account) -> None:
+    async def sign_in(self, account: Account, *, wait_live: bool = True) -> None:
         await self.open()
         await self.page.fill("#auth-form [name=username]", account.username)
         await self.page.fill("#auth-form [name=password]", account.password)
         await self.page.click("#auth-submit")
-        await self.live()
+        if wait_live:
+            await self.live()
+        else:  # signed in; its socket may be anything
+            await self.page.wait_for_selector("#app-view:not([hidden])", timeout=TIMEOUT_MS)
+
+    async def set_knobs(self, **knobs: float) -> None:
+        """link.js's test knobs (retry delays, stable time, refusals before a check), set
+        before the page's own scripts run at its next load."""
+        await self.page.add_init_script(f"globalThis.simbridgeConsoleKnobs = {json.dumps(knobs)};")
+
+    async def banner(self, text: str) -> Any:
+        banner = self.page.locator("#banner").filter(has_text=text)
+        await banner.wait_for(timeout=TIMEOUT_MS)
+        return banner
 
     async def live(self) -> None:
         """Wait for the console's own socket to be greeted."""
@@ -389,6 +409,13 @@ async def test_console_pairs_sends_and_follows_a_host(
     await page.click("#sms-form button[type=submit]")
     await console.wait_entry("queued", "Office phone is offline: sent when it is back")
 
+    # When the phone is back, the queued SMS reaches it (once), and its answer the feed.
+    async with simulated_phone(live, carol, host_id) as office:
+        await console.wait_entry("SMS_SENT", "+886900000000")
+        assert [(c["cmd"], c["to"], c["body"]) for c in office.commands] == [
+            ("SEND_SMS", "+886900000000", "Call me back")
+        ]
+
     socket_urls = [url for url in console.traffic.urls if url.startswith("ws")]
     assert socket_urls and all("/ws/client/" in url for url in socket_urls), socket_urls
     for url in console.traffic.urls:  # and the fixture's checks at teardown
@@ -511,3 +538,164 @@ async def test_console_replays_what_came_while_it_was_closed(
         await console.live()
         missed = await console.wait_entry("INCOMING_SMS", "Dinner at 7?")
         assert "SMS from +886955555555 (while you were away)" in await missed.inner_text()
+
+
+# --- the console's socket when the relay misbehaves (playwright routes the page's sockets) ------
+CONSOLE_SOCKETS = re.compile(r"/ws/client/\d+")
+
+
+def greeting(seq: int = 0) -> str:
+    return json.dumps({"type": "connected", "device_id": 0, "seq": seq})
+
+
+def bearer_of(ws: WebSocketRoute) -> str:
+    """The device token a console socket offered (its `bearer.<token>` subprotocol)."""
+    [token] = [p.removeprefix("bearer.") for p in ws.protocols if p.startswith("bearer.")]
+    return token
+
+
+async def test_a_relay_that_greets_then_closes_is_not_hammered(
+    console: Console, rest: httpx.AsyncClient
+) -> None:
+    """A relay that greets the console and closes its socket at once (1011) makes the page back
+    off as from any other drop: the shortest delay comes back only once a socket has stayed up
+    `stableMs` (10 s in a real page). One that did, then dropped, is reopened at once."""
+    ivan = await make_account(rest, "ivan")
+    await console.set_knobs(retryFirstMs=50, retryMaxMs=1600, stableMs=400)
+    opened: list[float] = []
+    sockets: list[WebSocketRoute] = []
+    greet_and_close = True
+
+    async def relay(ws: WebSocketRoute) -> None:
+        opened.append(time.monotonic())
+        sockets.append(ws)
+        ws.send(greeting())
+        if greet_and_close:
+            await ws.close(code=1011, reason="going away")
+
+    await console.page.route_web_socket(CONSOLE_SOCKETS, relay)
+    await console.sign_in(ivan, wait_live=False)
+    await asyncio.sleep(1.5)
+
+    # Backing off: at least 25+50+100+200+400+800 ms of waits before the 7th socket (at the
+    # shortest delay, 25-50 ms each, 1.5 s would see 30 sockets and more).
+    assert 2 <= len(opened) <= 8, len(opened)
+    greet_and_close = False
+    closed_ones = len(opened)
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while len(opened) == closed_ones and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await console.live()
+    await asyncio.sleep(0.6)  # stable
+    before = len(opened)
+    dropped_at = time.monotonic()
+    await sockets[-1].close(code=1011, reason="going away")
+    await console.live()
+    assert len(opened) == before + 1
+    assert opened[-1] - dropped_at < 0.5, opened[-1] - dropped_at  # 25-50 ms, not 800-1600
+
+
+async def test_a_takeover_close_is_not_reopened(console: Console, rest: httpx.AsyncClient) -> None:
+    """Closed with 4000 (another tab, or this page reloaded elsewhere, took the device's socket
+    over), the console does not reconnect: it says so and offers to take the device back."""
+    judy = await make_account(rest, "judy")
+    await console.set_knobs(retryFirstMs=50)
+    opened: list[WebSocketRoute] = []
+
+    async def relay(ws: WebSocketRoute) -> None:
+        opened.append(ws)
+        if len(opened) == 1:
+            ws.send(greeting())
+            await ws.close(code=4000, reason="replaced")
+        else:
+            ws.connect_to_server()
+
+    await console.page.route_web_socket(CONSOLE_SOCKETS, relay)
+    await console.sign_in(judy, wait_live=False)
+
+    banner = await console.banner("open in another tab")
+    await asyncio.sleep(0.5)
+    assert len(opened) == 1
+    assert await console.page.get_attribute("#status", "data-state") == "offline"
+    await banner.get_by_role("button", name="Use it here").click()
+    await console.live()
+    assert len(opened) == 2
+
+
+async def test_console_adopts_the_relays_seq_when_it_went_back(
+    console: Console, live: LiveServer, rest: httpx.AsyncClient
+) -> None:
+    """A relay that lost what it kept (in-memory state, restarted) greets with a seq below the
+    since the page remembers. The page takes the greeting's seq as its since, and says that older
+    events are gone: an SMS the relay keeps for it afterwards is replayed at its next open, not
+    skipped as already seen (contract §6)."""
+    kate = await make_account(rest, "kate")
+    await console.sign_in(kate)
+    [console_row] = (await rest.get("/devices", headers=kate.headers)).json()
+    host = await make_device(rest, kate, "host", "Shop phone")
+    await pair_devices(rest, kate, host, Device(console_row["id"], "client", kate))
+    key = f"simbridge.console.{kate.user_id}"
+    remembered = json.loads(await console.page.evaluate(f"localStorage.getItem('{key}')"))
+    remembered["seq"] = 50  # seen before the relay's restart
+    await console.page.evaluate(f"localStorage.setItem('{key}', '{json.dumps(remembered)}')")
+
+    await console.open()
+    await console.live()
+
+    await console.wait_entry("gap", "started afresh")
+    assert json.loads(await console.page.evaluate(f"localStorage.getItem('{key}')"))["seq"] == 0
+    async with simulated_phone(live, kate, host.id) as shop:
+        await console.page.goto("about:blank")
+        shop.host.inject(phone.incoming_sms("+886911111111", "Open at 9 tomorrow"))
+        await console.open()
+        await console.live()
+        missed = await console.wait_entry("INCOMING_SMS", "Open at 9 tomorrow")
+        assert "(while you were away)" in await missed.inner_text()
+    socket_urls = [url for url in console.traffic.urls if url.startswith("ws")]
+    assert "since=50" in socket_urls[-2] and "since=0" in socket_urls[-1], socket_urls
+
+
+async def test_console_with_a_dead_token_asks_the_api_then_recovers_or_stops(
+    console: Console, rest: httpx.AsyncClient
+) -> None:
+    """A refused handshake (401 for a rotated token, 404 for a deleted device) reaches a page
+    as a plain drop (1006). After three in a row the console asks `GET /devices`: its device
+    there and offline (its token was rotated while its socket was down), it takes a fresh token
+    and is live again; its device gone, it stops and says so."""
+    liam = await make_account(rest, "liam")
+    await console.set_knobs(retryFirstMs=50, retryMaxMs=200)
+    dead: set[str] = set()  # tokens the relay refuses
+    offered: list[str] = []
+
+    async def relay(ws: WebSocketRoute) -> None:
+        token = bearer_of(ws)
+        offered.append(token)
+        if token in dead:
+            await ws.close(code=1006)  # what a refused handshake is to the page
+            return
+        server = ws.connect_to_server()
+
+        async def dropped(code: int | None, reason: str | None) -> None:
+            await ws.close(code=1006)  # the network went: the page never sees the relay's code
+
+        server.on_close(dropped)
+
+    await console.page.route_web_socket(CONSOLE_SOCKETS, relay)
+    await console.sign_in(liam)
+    [row] = (await rest.get("/devices", headers=liam.headers)).json()
+
+    dead.add(offered[-1])
+    rotated = await rest.post(f"/devices/{row['id']}/token", headers=liam.headers)
+    assert rotated.status_code == 200
+    await console.page.wait_for_selector("#status[data-state=offline]", timeout=TIMEOUT_MS)
+    await console.live()
+    assert offered[-1] not in dead and offered.count(offered[-2]) >= 3
+
+    dead.add(offered[-1])
+    deleted = await rest.delete(f"/devices/{row['id']}", headers=liam.headers)
+    assert deleted.status_code == 200
+    await console.banner("device was deleted")
+    attempts = len(offered)
+    await asyncio.sleep(0.5)
+    assert len(offered) == attempts
+    assert await console.page.get_attribute("#status", "data-state") == "offline"

@@ -121,6 +121,7 @@ async function connect() {
     onFrame: handleFrame,
     onState: linkState,
     onSeq: (seq) => remember(userId, { deviceId: device.id, seq }),
+    onRefused: checkConsoleDevice,
   });
   app.link.open();
 }
@@ -152,6 +153,33 @@ function linkState(state) {
   if (state === "removed") banner("This console's device was deleted.", "Set it up again", reconnect);
 }
 
+// Its sockets keep closing before their greeting: a page cannot tell a refused handshake (a
+// deleted device, a token rotated meanwhile) from a network failure, so ask the REST API.
+// Deleted: stop and say so. Online: another tab holds it. Offline: a fresh token (this
+// console's device tokens are issued per start anyway). Relay unreachable: keep trying.
+async function checkConsoleDevice(link) {
+  let devices;
+  try {
+    devices = await app.api.devices(); // a 401 here signs out
+  } catch {
+    return;
+  }
+  if (app.link !== link || link.stopped) return;
+  const self = devices.find((device) => device.id === link.deviceId);
+  if (!self) {
+    link.halt("removed");
+  } else if (self.is_online) {
+    link.halt("replaced");
+  } else {
+    try {
+      const { device_token: token } = await app.api.rotateToken(self.id);
+      link.token = token;
+    } catch {
+      // the next check asks again
+    }
+  }
+}
+
 async function reconnect() {
   try {
     await connect();
@@ -172,12 +200,12 @@ function banner(text, action, onAction) {
 }
 
 // --- frames from the relay ----------------------------------------------------------------------
-function handleFrame(frame, receivedAt, replayed) {
+function handleFrame(frame, receivedAt, note) {
   if (frame.type === "presence") {
     presence(frame.device_id, frame.online === true);
   } else if (frame.type === "event") {
     const described = describeEvent(frame, app.sent.get(frame.req_id));
-    if (replayed) described.title += " (while you were away)";
+    if (note === "replayed") described.title += " (while you were away)";
     addEntry(described, receivedAt, frame.event);
     if (frame.event === "SIM_INFO" && Array.isArray(frame.sims)) showSims(frame.sims);
   } else if (frame.type === "queued") {
@@ -186,6 +214,9 @@ function handleFrame(frame, receivedAt, replayed) {
     addEntry({ tone: "info", kind: "queued", title }, receivedAt, "queued");
   } else if (typeof frame.error === "string") {
     addEntry(describeError(frame), receivedAt, "error");
+  } else if (frame.type === "connected" && note === "rewound") {
+    const title = "The relay started afresh: events kept for this console before it are gone";
+    addEntry({ tone: "bad", kind: "gap", title }, receivedAt);
   } else if (frame.type === "connected" && frame.gap) {
     addEntry({ tone: "bad", kind: "gap", title: "Some older events are no longer kept" }, receivedAt);
   }
