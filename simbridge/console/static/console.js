@@ -6,7 +6,8 @@
 // each start, which also retires any other tab's.
 
 import { Api, ApiError, call } from "./api.js";
-import { $, clockTime, h, randomId, relativeTime, show } from "./dom.js";
+import { drawDevices } from "./devices.js";
+import { $, clockTime, h, randomId, show } from "./dom.js";
 import { describeCommand, describeError, describeEvent, describeSim } from "./feed.js";
 import { Link } from "./link.js";
 
@@ -276,80 +277,8 @@ async function refresh() {
   }
 }
 
-const pairedHosts = () =>
-  app.pairings.filter((p) => p.client_device_id === app.consoleId).map((p) => p.host_device_id);
-
-function renderDevices() {
-  const paired = new Set(pairedHosts());
-  const devices = [...app.devices.values()].sort(
-    (a, b) => (a.type === b.type ? a.id - b.id : a.type === "host" ? -1 : 1),
-  );
-  $("devices").replaceChildren(...devices.map((device) => deviceRow(device, paired)));
-  const online = devices.filter((d) => d.is_online).length;
-  $("device-count").textContent = `${online} of ${devices.length} online`;
-  renderChoices(paired);
-}
-
-function deviceRow(device, paired) {
-  const isConsole = device.id === app.consoleId;
-  const code = app.codes.get(device.id);
-  const meta = [device.is_online ? "online" : relativeTime(device.last_seen)];
-  if (paired.has(device.id)) meta.push("paired with this console");
-  const actions = h("div", { class: "device-actions" });
-  if (device.type === "host") {
-    actions.append(
-      h("button", { type: "button", class: "ghost small", onclick: () => newCode(device) }, "Pairing code"),
-    );
-  }
-  return h(
-    "li",
-    { class: "device", "data-device-id": device.id, "data-online": String(device.is_online) },
-    h("span", { class: "dot", title: device.is_online ? "online" : "offline" }),
-    h(
-      "div",
-      { class: "device-name" },
-      device.name,
-      h("span", { class: "badge" }, isConsole ? "this console" : device.type),
-    ),
-    actions,
-    h(
-      "div",
-      { class: "device-meta" },
-      `#${device.id} · ${meta.join(" · ")}`,
-      code && code.until > Date.now()
-        ? h("span", {}, " · code ", h("span", { class: "code" }, code.code), ` until ${clockTime(new Date(code.until))}`)
-        : null,
-    ),
-  );
-}
-
-function renderChoices(paired) {
-  const hosts = [...paired].map((id) => app.devices.get(id)).filter(Boolean);
-  const hostSelect = $("host-select");
-  const chosen = hostSelect.value;
-  hostSelect.replaceChildren(
-    ...hosts.map((host) =>
-      h("option", { value: host.id }, `${host.name}${host.is_online ? "" : " (offline)"}`),
-    ),
-  );
-  if (hosts.some((host) => String(host.id) === chosen)) hostSelect.value = chosen;
-  const none = hosts.length === 0;
-  show($("send-hint"), none);
-  for (const control of document.querySelectorAll(".send button, .send select")) {
-    if (!control.closest(".tabs")) control.disabled = none;
-  }
-
-  const clientSelect = $("pair-client");
-  const previous = clientSelect.value;
-  const clients = [...app.devices.values()].filter((d) => d.type === "client");
-  clients.sort((a, b) => (a.id === app.consoleId ? -1 : b.id === app.consoleId ? 1 : a.id - b.id));
-  clientSelect.replaceChildren(
-    ...clients.map((client) =>
-      h("option", { value: client.id }, client.id === app.consoleId ? "This console" : client.name),
-    ),
-  );
-  if (clients.some((client) => String(client.id) === previous)) clientSelect.value = previous;
-}
+// The device list, the count and the host and client choices, from the state of the moment.
+const renderDevices = () => drawDevices(app, { onCode: newCode });
 
 async function newCode(host) {
   try {
