@@ -247,10 +247,12 @@ class Webhooks:
         if not targets:
             return
         event = frame.get("event")
-        created_at = self._settings.clock().isoformat()
+        created_at = None  # read from the clock once, and only when some webhook wants it
         for target in targets:
             if not target.wants(event):
                 continue
+            if created_at is None:
+                created_at = self._settings.clock().isoformat()
             delivery_id = uuid.uuid4().hex
             try:
                 body = orjson.dumps(
