@@ -54,10 +54,12 @@ class Hit:
 
 @dataclass
 class Receiver:
-    """Records every POST; answers with `status` (None: never answers)."""
+    """Records every POST; answers with `status` (None: never answers) and `reply`; each
+    connection's writer is in `writers`."""
 
     port: int = 0
     status: int | None = 200
+    reply: bytes = b""
     hits: list[Hit] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -82,9 +84,8 @@ class Receiver:
                 self.arrived.set()
                 if self.status is None:
                     await asyncio.sleep(3600)
-                writer.write(
-                    f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\n\r\n".encode("latin-1")
-                )
+                head = f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.reply)}\r\n\r\n"
+                writer.write(head.encode("latin-1") + self.reply)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
@@ -263,6 +264,28 @@ async def test_matching_events_of_the_accounts_hosts_are_delivered_signed(
         assert hit.headers["content-type"] == "application/json"
         assert receiver.hits[1].json["event"]["text"] == "second"
         assert receiver.hits[1].json["delivery_id"] != body["delivery_id"]
+
+
+async def test_deliveries_to_a_receiver_share_one_kept_alive_connection(
+    settings: Settings,
+) -> None:
+    """A reply left unread closes its connection: one TCP connection per delivery, most of a
+    delivery's cost. Read (and dropped), the connection is used again. One try at a time, so
+    that each finds the connection of the one before back in the pool."""
+    async with (
+        serving(settings, **FAST_RETRIES, webhook_concurrency=1) as world,
+        receiving() as receiver,
+    ):
+        receiver.reply = b'{"ok":true}'
+        alice = await make_account(world.http, "alice")
+        pair = await make_pair(world.http, alice)
+        await add_webhook(world.http, alice, receiver.url, ["INCOMING_SMS"])
+        async with socket(world.live, pair.host) as host:
+            for number in range(1, 4):
+                await send(host, sms(f"sms {number}"))
+            await receiver.until(3)
+        assert [hit.json["event"]["text"] for hit in receiver.hits] == ["sms 1", "sms 2", "sms 3"]
+        assert len(receiver.writers) == 1
 
 
 async def test_all_events_with_a_star_and_none_after_delete(settings: Settings) -> None:

