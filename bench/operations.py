@@ -1,7 +1,9 @@
 """What an operator turns on beside the relay (issue 11): a Prometheus scrape of `/metrics` every
 second, and a webhook per account with a real receiver on loopback.
 
-The webhooks ask for `INCOMING_SMS`, which a side host per account sends at a steady trickle:
+The webhooks ask for `INCOMING_SMS`, which a side host per account sends at a steady trickle
+(`--webhook-rate`, 4 a second by default: one a second for each account's phone, more than a
+phone receives; each costs the relay a signed POST, about 2 ms of its CPU on this machine):
 the relay then pays what every event frame of a host costs with webhooks on (the account's
 lookup and the `event` filter, for each of the load's `SIM_INFO` answers), plus real signed
 deliveries over HTTP. A webhook on the load's own events would measure httpx against the relay
@@ -25,7 +27,6 @@ from bench.loadgen import Ws
 from bench.servers import PairInfo, Server, Setup, host_url, open_checked
 
 SCRAPE_SECONDS = 1.0
-INCOMING_SMS_PER_S = 20.0  # over all side hosts together
 SERVER_ENV = {"SIMBRIDGE_WEBHOOK_ALLOW_PRIVATE": "true"}
 
 
@@ -36,6 +37,7 @@ class Receiver:
     deliveries: int = 0
     bad_requests: int = 0
     _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -44,9 +46,12 @@ class Receiver:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in self._writers:  # the relay keeps its connections alive
+                writer.close()
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while head := await reader.readuntil(b"\r\n\r\n"):
                 length = 0
@@ -68,6 +73,7 @@ class Receiver:
 class Operations:
     """The scrapes, webhooks and side hosts of one run, and what they counted."""
 
+    rate: float = 4.0  # INCOMING_SMS per second, over all side hosts together
     scrapes: int = 0
     scrape_failures: int = 0
     incoming_sent: int = 0
@@ -96,7 +102,7 @@ class Operations:
             await asyncio.sleep(SCRAPE_SECONDS)
 
     async def trickle(self) -> None:
-        pause = len(self.side_hosts) / INCOMING_SMS_PER_S
+        pause = len(self.side_hosts) / self.rate
         while True:
             for host in self.side_hosts:
                 self.incoming_sent += 1
@@ -111,10 +117,12 @@ def incoming_sms(number: int) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def operations_on(server: Server, setup: Setup, client: str) -> AsyncIterator[Operations]:
+async def operations_on(
+    server: Server, setup: Setup, client: str, rate: float
+) -> AsyncIterator[Operations]:
     """A webhook and a side host per account, the trickle of SMS, and the scrapes, for as long
     as the block runs; then the deliveries still in flight get a moment to arrive."""
-    ops = Operations()
+    ops = Operations(rate=rate)
     port = await ops.receiver.start()
     conn = server.http_conn()
     url = f"http://127.0.0.1:{port}/hook"

@@ -78,7 +78,8 @@ STORM_TARGET_S = 0.5  # 1,000 hosts greeted (the scale-out issue; it was 1.5 s b
 
 # Default sizes, and the --quick ones (a smoke run of every scenario in about 35 s).
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "throughput": {"pairs": 50, "window": 4, "warmup": 2.0, "seconds": 10.0},
+    # webhook_rate: with --ops, INCOMING_SMS per second over the webhooks' side hosts together
+    "throughput": {"pairs": 50, "window": 4, "warmup": 2.0, "seconds": 10.0, "webhook_rate": 4.0},
     "latency": {"pairs": 10, "rate": 1000, "warmup": 1.0, "seconds": 10.0},
     "connections": {"sockets": 10_000, "checkpoint": 5_000, "concurrency": 64, "hold": 3.0},
     "storm": {"hosts": 1000},
@@ -200,7 +201,7 @@ async def scenario_throughput(opts: argparse.Namespace) -> dict[str, Any]:
     async def measure(server: Server, setup: Setup) -> dict[str, Any]:
         if server.kind == "bare" or not opts.ops:
             return await round_trips(server, setup)
-        async with operations_on(server, setup, opts.client) as ops:
+        async with operations_on(server, setup, opts.client, opts.webhook_rate) as ops:
             result = await round_trips(server, setup)
         return {**result, "operations": ops.summary()}
 
@@ -263,6 +264,8 @@ async def scenario_throughput(opts: argparse.Namespace) -> dict[str, Any]:
         _target("errors + lost", failed, "0", failed == 0),
     ]
     params = {k: getattr(opts, k) for k in ("pairs", "window", "warmup", "seconds")}
+    if opts.ops:
+        params["webhook_rate"] = opts.webhook_rate
     return {"params": params, "simbridge": sb, "bare": bare, "ratio": ratio, "targets": targets}
 
 
