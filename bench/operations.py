@@ -48,7 +48,8 @@ class Receiver:
             self._server.close()
             for writer in self._writers:  # the relay keeps its connections alive
                 writer.close()
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):  # a stop is bounded in time
+                await asyncio.wait_for(self._server.wait_closed(), 5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
