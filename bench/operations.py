@@ -9,12 +9,13 @@ lookup and the `event` filter, for each of the load's `SIM_INFO` answers), plus 
 deliveries over HTTP. A webhook on the load's own events would measure httpx against the relay
 (one POST per round trip), not the relay with webhooks on.
 
-`throughput --ops` uses it; the server needs `SIMBRIDGE_WEBHOOK_ALLOW_PRIVATE=true` (the
-receiver is on 127.0.0.1), which `--ops` adds.
+`throughput --ops` uses it, and `ops-cost` measures its CPU alone; the server needs
+`SIMBRIDGE_WEBHOOK_ALLOW_PRIVATE=true` (the receiver is on 127.0.0.1), which both add.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from bench.common import Snapshot, le, target
 from bench.loadgen import Ws
 from bench.servers import PairInfo, Server, Setup, host_url, open_checked
 
@@ -147,3 +149,60 @@ async def operations_on(
         for host in ops.side_hosts:
             await host.close()
         await ops.receiver.stop()
+
+
+# --------------------------------------------------------------------------- ops-cost
+
+OPS_CPU_SHARE_TARGET = 3.0  # % of one core: the event loop's, which bounds the relay
+
+
+async def scenario_ops_cost(opts: argparse.Namespace) -> dict[str, Any]:
+    """The CPU the server spends on the `--ops` work alone, with no relay load: the same
+    throughput pairs set up, idle, then the scrapes and the webhook trickle. A direct figure
+    for what `throughput --ops` compares through a noisy ratio: on a relay bound by its event
+    loop, this share of a core is the share of round trips it costs."""
+    from bench.run import _with_servers  # the runner's server set-up (it imports this module)
+
+    async def measure(server: Server, setup: Setup) -> dict[str, Any]:
+        idle_ms = await _server_cpu_ms_per_s(server, opts.seconds)
+        async with operations_on(server, setup, opts.client, opts.webhook_rate) as ops:
+            await asyncio.sleep(opts.warmup)
+            delivered = ops.receiver.deliveries
+            busy_ms = await _server_cpu_ms_per_s(server, opts.seconds)
+            delivered = ops.receiver.deliveries - delivered
+        added = busy_ms - idle_ms
+        return {
+            "idle_cpu_ms_per_s": round(idle_ms, 2),
+            "ops_cpu_ms_per_s": round(busy_ms, 2),
+            "added_cpu_pct_of_a_core": round(added / 10, 2),
+            "deliveries_per_s": round(delivered / opts.seconds, 2),
+            "operations": ops.summary(),
+        }
+
+    opts.server_env = {**opts.server_env, **SERVER_ENV}
+    sb, _ = await _with_servers(opts, opts.pairs, measure, bare=False)
+    added = sb.get("added_cpu_pct_of_a_core")
+    return {
+        "params": {k: getattr(opts, k) for k in ("pairs", "webhook_rate", "warmup", "seconds")},
+        "simbridge": sb,
+        "bare": None,
+        "ratio": None,
+        "targets": [
+            target(
+                "server CPU added by scrapes and webhooks (% of a core)",
+                added,
+                f"<= {OPS_CPU_SHARE_TARGET}",
+                le(added, OPS_CPU_SHARE_TARGET),
+            )
+        ],
+    }
+
+
+async def _server_cpu_ms_per_s(server: Server, seconds: float) -> float:
+    start = Snapshot.take(server)
+    await asyncio.sleep(seconds)
+    wall, server_cpu, _ = Snapshot.take(server).since(start)
+    return 1000 * server_cpu / wall
+
+
+RUNNERS = {"ops-cost": scenario_ops_cost}

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, loadgen, scaleout
+from bench import delivery, loadgen, operations, scaleout
 from bench.cluster import BACKGROUND, SHARED_REDIS_URL
 from bench.common import OTHER_CPU, Snapshot, wait_until_idle
 from bench.common import ge as _ge
@@ -97,6 +97,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "reconnect_rate": 1.0,
     },
     "replay": {"frames": 1000, "rounds": 5},  # bench/delivery.py
+    "ops-cost": {"pairs": 50, "webhook_rate": 4.0, "warmup": 1.0, "seconds": 10.0},  # operations
     "waits": {  # bench/delivery.py: held `wait=S` requests, and the `latency` load around them
         "requests": 10_000,
         "wait": 30,
@@ -131,6 +132,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "log-complete": {"messages": 2000},
     "soak": {"warmup": 2.0, "seconds": 10.0, "sample_every": 1.0},
     "replay": {"frames": 100, "rounds": 2},
+    "ops-cost": {"warmup": 0.5, "seconds": 2.0},
     "waits": {"requests": 500, "warmup": 0.2, "seconds": 1.0},
     "cross-throughput": {"pairs": 10, "warmup": 0.2, "seconds": 0.5},
     "cross-latency": {"warmup": 0.2, "seconds": 0.5},
@@ -1044,6 +1046,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "log-complete": scenario_log_complete,
     "soak": scenario_soak,
     **delivery.RUNNERS,
+    **operations.RUNNERS,
     **scaleout.RUNNERS,
 }
 
