@@ -12,12 +12,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from simbridge.config import Settings
-from simbridge.protocol import CLOSE_REVOKED
+from simbridge.protocol import CLOSE_REPLACED, CLOSE_REVOKED
 from simbridge.web.queued_websocket import INBOX_HIGH
 from tests.helpers import (
     RECV_TIMEOUT,
+    Account,
     LiveServer,
     Pair,
+    assert_closed_with,
     assert_rest_marker_arrives_next,
     make_account,
     make_device,
@@ -126,6 +128,73 @@ class RawSocket:
         if length == 126:
             length = int.from_bytes(await self.reader.readexactly(2), "big")
         return head[0] & 0x0F, await self.reader.readexactly(length)
+
+
+class CountingTransport:
+    """A socket's real transport, with a count of the `write` calls made on it."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+def command_frames(req_ids: list[str]) -> bytes:
+    """Masked client frames of `GET_SIMS` commands, back to back: one TCP write for them all."""
+    return b"".join(
+        Frame(
+            Opcode.TEXT,
+            json.dumps({"type": "command", "cmd": "GET_SIMS", "req_id": req_id}).encode(),
+        ).serialize(mask=True)
+        for req_id in req_ids
+    )
+
+
+async def test_frames_relayed_in_one_turn_of_the_loop_leave_in_one_write(
+    server: LiveServer, pair: Pair, alice: Account
+) -> None:
+    """Twenty commands read at once are relayed in one turn of the event loop: the host's
+    socket writes them in one system call instead of twenty, in order."""
+    async with socket(server, pair.host) as host:
+        io_proto = server.runtime.hub.session_of(pair.host.id).conn.io_proto  # type: ignore[attr-defined]
+        counting = CountingTransport(io_proto.transport)
+        io_proto.transport = counting
+        raw = await RawSocket.open(server, f"/ws/client/{pair.client.id}?token={alice.token}")
+        assert (await raw.next_frame())[0] == Opcode.TEXT  # the greeting
+        raw.writer.write(command_frames(["warm-up"]))  # the pairing is read from the database
+        assert (await receive(host))["req_id"] == "warm-up"
+        counting.writes = 0
+
+        burst = [str(i) for i in range(20)]
+        raw.writer.write(command_frames(burst))
+        received = [(await receive(host))["req_id"] for _ in burst]
+
+        assert received == burst
+        assert counting.writes == 1
+        raw.writer.close()
+
+
+async def test_frames_waiting_for_the_end_of_the_turn_go_before_any_other_write(
+    server: LiveServer, pair: Pair
+) -> None:
+    """A frame handed over with `send_now` waits for the end of the loop's turn; a frame
+    written through Sanic's `send` meanwhile, and the close frame of an immediate close, follow
+    it: nothing is reordered, nothing is lost."""
+    async with socket(server, pair.host) as host:
+        conn = server.runtime.hub.session_of(pair.host.id).conn
+        assert conn.send_now('{"n":1}')
+        await conn.send('{"n":2}')  # Sanic's own write path
+        assert conn.send_now('{"n":3}')
+        conn.abort(CLOSE_REPLACED, "replaced")  # Sanic's fail_connection writes its close
+
+        assert [await receive(host) for _ in range(3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+        await assert_closed_with(host, CLOSE_REPLACED)
 
 
 async def test_a_peer_that_ignores_our_close_is_not_heard_and_is_cut_off(
