@@ -42,7 +42,7 @@ from simbridge.web import sanic_compat
 INBOX_HIGH = 32  # messages read but not yet taken: stop reading the socket here ...
 INBOX_HIGH_BYTES = 256 * 1024  # ... or once they hold this much ...
 INBOX_LOW = 8  # ... and read again once the handler is down to this many
-UNSENT_HIGH = 64  # frames waiting for the end of the loop's turn: written at once beyond this
+UNSENT_HIGH = 16  # frames of a socket waiting for the end of the loop's turn: then written
 
 # Per event loop, the frames `send_now` took in its current turn, per socket: one callback at
 # the end of the turn writes them. Kept here rather than on the socket, whose attribute dict
@@ -96,6 +96,7 @@ class QueuedWebsocket(WebsocketImplProtocol):
             self._run_or_hold(partial(sanic_compat.sanic_read_step, self, data_to_send, control))
 
     def eof_received(self) -> bool | None:
+        self._write_unsent()  # the transport closes itself on return: what waits goes first
         self.ws_proto.receive_eof()
         data_to_send, control = self._take_events()
         self._end()
@@ -104,6 +105,7 @@ class QueuedWebsocket(WebsocketImplProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)  # type: ignore[no-untyped-call]  # Sanic's, unannotated
+        self._write_unsent()  # nothing can be written now: what waits is let go
         self._end()
         if self._cut_off is not None:  # the timer would keep this connection in memory
             self._cut_off.cancel()
@@ -191,9 +193,11 @@ class QueuedWebsocket(WebsocketImplProtocol):
 
     # --- the handler's side ------------------------------------------------------------------
     def send_now(self, text: str) -> bool:
-        """Write a text frame at once if nothing stands in the way; False if something does:
-        the socket is not open, another `send` holds the lock, or the transport is over its
-        high-water mark because the peer is not reading (then `send` waits for it)."""
+        """Take a text frame for writing at the end of this turn of the event loop (with the
+        socket's other frames of the turn, in one write) if nothing stands in the way; False
+        if something does: the socket is not open, another `send` holds the lock, or the
+        transport is over its high-water mark because the peer is not reading (then `send`
+        waits for it)."""
         io_proto, loop = self.io_proto, self.loop
         if (
             loop is None
@@ -208,8 +212,8 @@ class QueuedWebsocket(WebsocketImplProtocol):
         self.ws_proto.send_text(text.encode())
         unsent = _unsent.get(loop)
         if unsent is None:
-            unsent = _unsent[loop] = {}
             loop.call_soon(_write_unsent_of, loop)
+            unsent = _unsent[loop] = {}
         frames = unsent.get(self)
         if frames is None:
             unsent[self] = self.ws_proto.data_to_send()
@@ -230,7 +234,10 @@ class QueuedWebsocket(WebsocketImplProtocol):
         """Write `frames` in one call; dropped if the transport closed meanwhile."""
         transport = self._transport()
         if transport is not None and not transport.is_closing():
-            transport.write(b"".join(frames))
+            try:
+                transport.write(b"".join(frames))
+            except (RuntimeError, OSError):  # its writing side ended: the connection is over
+                transport.abort()
 
     async def send_data(self, data_to_send: list[bytes]) -> None:
         """Sanic's every asynchronous write (`send`, pongs, closes): after the waiting frames."""

@@ -10,10 +10,11 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from simbridge.config import Settings
 from simbridge.protocol import CLOSE_REPLACED, CLOSE_REVOKED
-from simbridge.web.queued_websocket import INBOX_HIGH
+from simbridge.web.queued_websocket import INBOX_HIGH, UNSENT_HIGH
 from tests.helpers import (
     RECV_TIMEOUT,
     Account,
@@ -159,8 +160,9 @@ def command_frames(req_ids: list[str]) -> bytes:
 async def test_frames_relayed_in_one_turn_of_the_loop_leave_in_one_write(
     server: LiveServer, pair: Pair, alice: Account
 ) -> None:
-    """Twenty commands read at once are relayed in one turn of the event loop: the host's
-    socket writes them in one system call instead of twenty, in order."""
+    """Commands read at once are relayed in one turn of the event loop: the host's socket
+    writes them in order, `UNSENT_HIGH` to a system call (instead of one each), so that the
+    transport still sees a burst and can push back."""
     async with socket(server, pair.host) as host:
         io_proto = server.runtime.hub.session_of(pair.host.id).conn.io_proto  # type: ignore[attr-defined]
         counting = CountingTransport(io_proto.transport)
@@ -171,12 +173,12 @@ async def test_frames_relayed_in_one_turn_of_the_loop_leave_in_one_write(
         assert (await receive(host))["req_id"] == "warm-up"
         counting.writes = 0
 
-        burst = [str(i) for i in range(20)]
+        burst = [str(i) for i in range(3 * UNSENT_HIGH)]
         raw.writer.write(command_frames(burst))
         received = [(await receive(host))["req_id"] for _ in burst]
 
         assert received == burst
-        assert counting.writes == 1
+        assert counting.writes == 3
         raw.writer.close()
 
 
@@ -195,6 +197,38 @@ async def test_frames_waiting_for_the_end_of_the_turn_go_before_any_other_write(
 
         assert [await receive(host) for _ in range(3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
         await assert_closed_with(host, CLOSE_REPLACED)
+
+
+async def test_frames_taken_before_the_peer_half_closes_still_reach_it(
+    server: LiveServer, pair: Pair, alice: Account
+) -> None:
+    """The host sends its FIN (it still reads) while frames are handed to its socket in every
+    turn of the loop: each frame `send_now` took reaches it before the connection ends, as
+    when each was written at once (the transport closes itself on the FIN)."""
+    raw = await RawSocket.open(server, f"/ws/host/{pair.host.id}?token={alice.token}")
+    assert (await raw.next_frame())[0] == Opcode.TEXT  # the greeting
+    conn = server.runtime.hub.session_of(pair.host.id).conn
+    taken = 0
+
+    async def hand_over() -> None:
+        nonlocal taken
+        for _ in range(10_000):  # until the socket is no longer open
+            if conn.send_now('{"n":1}'):
+                taken += 1
+            elif conn.ws_proto.state is not State.OPEN:
+                return
+            await asyncio.sleep(0)
+
+    handing_over = asyncio.create_task(hand_over())
+    await asyncio.sleep(0.02)
+    raw.writer.write_eof()
+    await asyncio.wait_for(handing_over, RECV_TIMEOUT)
+    received = await asyncio.wait_for(raw.reader.read(), RECV_TIMEOUT)  # up to the server's FIN
+
+    frames = received.count(b'\x81\x07{"n":1}')
+    assert taken > 0
+    assert frames == taken
+    raw.writer.close()
 
 
 async def test_a_peer_that_ignores_our_close_is_not_heard_and_is_cut_off(
