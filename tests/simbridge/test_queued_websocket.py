@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+import uvloop
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -31,6 +32,26 @@ from tests.helpers import (
 )
 
 FLOOD = INBOX_HIGH * 8  # far more than the inbox holds before the socket stops being read
+
+
+# pytest-asyncio 1.x deprecates overriding `event_loop_policy` (its replacement hook would
+# parametrize every test of the suite); `runs_on_the_loop_asked_for` fails if it stops working.
+pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test on asyncio's loop (the suite's) and on uvloop (what `simbridge serve` runs):
+    the two order reads, callbacks and writes differently within a turn of the loop."""
+    if request.param == "uvloop":
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
+@pytest.fixture(autouse=True)
+async def runs_on_the_loop_asked_for(event_loop_policy: asyncio.AbstractEventLoopPolicy) -> None:
+    on_uvloop = isinstance(asyncio.get_running_loop(), uvloop.Loop)
+    assert on_uvloop == isinstance(event_loop_policy, uvloop.EventLoopPolicy)
 
 
 @pytest.fixture
