@@ -174,7 +174,7 @@ async def scenario_ops_cost(opts: argparse.Namespace) -> dict[str, Any]:
         return {
             "idle_cpu_ms_per_s": round(idle_ms, 2),
             "ops_cpu_ms_per_s": round(busy_ms, 2),
-            "added_cpu_pct_of_a_core": round(added / 10, 2),
+            "added_cpu_pct_of_a_core": round(100 * added / 1000, 2),  # ms a second -> %
             "deliveries_per_s": round(delivered / opts.seconds, 2),
             "operations": ops.summary(),
         }
